@@ -1,0 +1,159 @@
+"""An ASGI 3 application that adapts ASGI messages to the shared driver.
+
+Lifespan startup builds the shared IO layer (from the environment unless
+settings were given); servers or mounts that skip lifespan get it built on the
+first request instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+
+from igw_core.config import Settings, load_settings
+from igw_io.channel import ClientDisconnected
+from igw_io.logs import configure_logging
+from igw_io.runtime import Runtime
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("igw.asgi")
+
+
+class _Channel:
+    """One ASGI request cycle as the driver's ``ClientChannel``."""
+
+    __slots__ = ("_disconnected", "_head_sent", "_receive", "_send")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._disconnected = False
+        self._head_sent = False
+
+    async def receive_body(self) -> bytes | None:
+        while True:
+            message = await self._receive()
+            kind = message["type"]
+            if kind == "http.disconnect":
+                self._disconnected = True
+                raise ClientDisconnected
+            if kind == "http.request":
+                body: bytes = message.get("body", b"")
+                if body:
+                    return body
+                if not message.get("more_body", False):
+                    return None
+
+    async def _out(self, message: Message) -> None:
+        if self._disconnected:
+            raise ClientDisconnected
+        try:
+            await self._send(message)
+        except OSError:
+            self._disconnected = True
+            raise ClientDisconnected from None
+
+    async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self._head_sent = True
+        await self._out({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def send_data(self, data: bytes) -> None:
+        await self._out({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def send_end(self) -> None:
+        await self._out({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def abort(self) -> None:
+        # ASGI has no reset: ending the app without finishing the body makes the
+        # server close the connection, so the client sees an incomplete response.
+        raise ClientDisconnected
+
+    async def wait_disconnect(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self._disconnected = True
+                return
+
+
+def _path(scope: Scope) -> str:
+    """Return the raw request path with the mount prefix (``root_path``) removed."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else quote(scope["path"])
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"
+    return path
+
+
+class GatewayApp:
+    """The gateway as an ASGI application."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+        self.runtime: Runtime | None = None
+        self._lock: anyio.Lock | None = None
+
+    def _start(self) -> Runtime:
+        settings = self._settings
+        if settings is None:
+            settings = load_settings(os.environ)
+            configure_logging(
+                development=settings.is_development,
+                secrets=tuple(p.api_key for p in settings.providers if p.api_key),
+            )
+        runtime = Runtime(settings)
+        runtime.log_startup()
+        self.runtime = runtime
+        return runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            runtime = self.runtime or self._start()
+            await self._http(runtime, scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(bytes(k).lower(), bytes(v)) for k, v in scope.get("headers", ())]
+        query = scope.get("query_string", b"").decode("latin-1")
+        head = runtime.head(scope["method"], _path(scope), query, headers)
+        channel = _Channel(receive, send)
+        await runtime.handle(channel, head)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self.runtime is None:
+                        self._start()
+                except Exception as exc:  # a refused configuration must not serve
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.runtime is not None:
+                    await self.runtime.aclose()
+                    self.runtime = None
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings | None = None) -> GatewayApp:
+    """Return a gateway ASGI app; with ``settings=None`` it reads the environment at startup."""
+    return GatewayApp(settings)
+
+
+#: The default app, configured from the environment at lifespan startup.
+app = create_app()

@@ -1,0 +1,111 @@
+"""Effects: what an :class:`~igw_core.exchange.Exchange` asks its frontend to do.
+
+Effects are imperatives; the frontend's IO layer performs them in order and
+feeds the outcome back as events. Don't subclass these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from igw_core.events import Headers
+from igw_core.report import ExchangeRecord
+
+
+class Effect:
+    """Base class of every effect an exchange emits."""
+
+    __slots__ = ()
+
+
+class BodyTap(Protocol):
+    """Something that watches relayed bytes without changing them."""
+
+    def feed(self, data: bytes) -> None:
+        """Observe one relayed chunk."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequestBody(Effect):
+    """Read the client's request body and feed ``RequestData``... ``RequestEnd``."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallProvider(Effect):
+    """Send an HTTP request to a provider.
+
+    Fields:
+        call: an id unique within the exchange, echoed by the resulting events.
+        provider: the provider id (``"demo"`` is answered in-process).
+        method: the HTTP method.
+        url: the absolute URL.
+        headers: request headers, credentials included; framing headers excluded.
+        body: the request body.
+        buffer: if true, read the whole response and feed one ``ProviderResponse``;
+            otherwise feed ``ProviderHead`` and wait for ``RelayBody`` or
+            ``ReadProviderBody``.
+    """
+
+    call: int
+    provider: str
+    method: str
+    url: str
+    headers: Headers
+    body: bytes
+    buffer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RelayBody(Effect):
+    """Copy call ``call``'s response body to the client as it arrives, unchanged.
+
+    ``tap``, when set, is shown every chunk. When the body ends feed
+    ``ProviderEnd``; if it breaks feed ``ProviderFailed``.
+    """
+
+    call: int
+    tap: BodyTap | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadProviderBody(Effect):
+    """Feed call ``call``'s response body as ``ProviderData`` events, then ``ProviderEnd``."""
+
+    call: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendHead(Effect):
+    """Send the client a response head.
+
+    ``headers`` never contains framing headers except ``content-length`` when
+    the body length is known; the frontend chooses chunked framing otherwise.
+    """
+
+    status: int
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class SendData(Effect):
+    """Send the client these body bytes."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendEnd(Effect):
+    """The response is complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class Abort(Effect):
+    """Break the client connection: the response cannot be completed honestly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Report(Effect):
+    """A finished exchange's facts, for metrics and the access log."""
+
+    record: ExchangeRecord

@@ -1,0 +1,139 @@
+"""Events: what a frontend tells an :class:`~igw_core.exchange.Exchange` happened.
+
+Events carry data, never behaviour. Don't subclass these. Header names are
+lower-case ``bytes`` (as both h11 and ASGI deliver them); values are ``bytes``.
+Times (``now``) are readings of the frontend's monotonic clock in seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+class Event:
+    """Base class of every event fed to an exchange."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead(Event):
+    """A client request's head arrived.
+
+    Fields:
+        method: upper-case method, e.g. ``"POST"``.
+        path: the raw (still percent-encoded) path, without any mount prefix.
+        query: the raw query string without ``?`` (``""`` when absent).
+        headers: the request headers.
+        now: monotonic clock reading.
+        wall: wall-clock (epoch seconds) reading, for token expiry checks.
+        fresh_id: a new random request id, used when the client sent none.
+    """
+
+    method: str
+    path: str
+    query: str
+    headers: Headers
+    now: float
+    wall: float = 0.0
+    fresh_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestData(Event):
+    """A piece of the client's request body."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEnd(Event):
+    """The client's request body is complete."""
+
+
+class FailureReason(enum.Enum):
+    """Why a call to a provider failed before it completed."""
+
+    UNREACHABLE = "unreachable"  # connect refused, DNS, TLS, reset before the head
+    TIMEOUT = "timeout"  # connect, head or read timed out
+    RESET = "reset"  # the connection broke while the body was flowing
+    TOO_LARGE = "too_large"  # a buffered body exceeded the gateway's limit
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderHead(Event):
+    """The response head of provider call ``call`` arrived.
+
+    Fields:
+        call: the ``call`` id of the :class:`~igw_core.effects.CallProvider`.
+        status: the HTTP status.
+        headers: the response headers.
+        now: monotonic clock reading.
+    """
+
+    call: int
+    status: int
+    headers: Headers
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderData(Event):
+    """A piece of provider call ``call``'s response body (after ``ReadProviderBody``)."""
+
+    call: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEnd(Event):
+    """Provider call ``call``'s body is complete (read or relayed).
+
+    Fields:
+        call: the call id.
+        now: monotonic clock reading.
+        first_data_at: when the first relayed body byte reached the client, if known.
+    """
+
+    call: int
+    now: float
+    first_data_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResponse(Event):
+    """A whole buffered response to a ``CallProvider(buffer=True)``."""
+
+    call: int
+    status: int
+    headers: Headers
+    body: bytes
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFailed(Event):
+    """Provider call ``call`` failed.
+
+    Fields:
+        call: the call id.
+        reason: the failure class, which decides 502 versus 504.
+        detail: the underlying error's text (never contains credentials).
+        now: monotonic clock reading.
+    """
+
+    call: int
+    reason: FailureReason
+    detail: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientGone(Event):
+    """The client disconnected before the response was complete."""
+
+    now: float

@@ -1,0 +1,57 @@
+"""Header rules: what never crosses the gateway, and small lookups.
+
+Hop-by-hop and framing headers are per-connection; they are dropped in both
+directions and each side frames its own messages.
+"""
+
+from __future__ import annotations
+
+from igw_core.events import Headers
+
+#: Dropped from every relayed request and response (RFC 9110 §7.6.1 plus framing).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"host",
+        b"http2-settings",
+    }
+)
+
+#: Client credentials that are never forwarded to a provider.
+CLIENT_CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"api-key", b"cookie"})
+
+
+def get(headers: Headers, name: bytes) -> bytes | None:
+    """Return the first value of header ``name`` (lower-case), or ``None``."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def connection_tokens(headers: Headers) -> frozenset[bytes]:
+    """Return the header names listed in ``Connection`` (also hop-by-hop)."""
+    tokens: set[bytes] = set()
+    for key, value in headers:
+        if key == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(tokens)
+
+
+def end_to_end(
+    headers: Headers, *, drop: frozenset[bytes] = frozenset()
+) -> list[tuple[bytes, bytes]]:
+    """Return ``headers`` without hop-by-hop, framing, ``Connection``-named or ``drop`` ones."""
+    listed = connection_tokens(headers)
+    return [
+        (k, v) for k, v in headers if k not in HOP_BY_HOP and k not in drop and k not in listed
+    ]

@@ -1,0 +1,83 @@
+"""Shortening what the development log shows, and keeping secrets out of it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def _cut_words(text: str, words: int) -> str:
+    parts = text.split()
+    if len(parts) <= words:
+        return text
+    return " ".join(parts[:words]) + f" ...[{len(parts) - words} more words]"
+
+
+def _cut_content(content: Any, words: int) -> Any:
+    if isinstance(content, str):
+        return _cut_words(content, words)
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, dict):
+                part = dict(part)
+                if isinstance(part.get("text"), str):
+                    part["text"] = _cut_words(part["text"], words)
+                image = part.get("image_url")
+                if isinstance(image, dict) and isinstance(image.get("url"), str):
+                    url = image["url"]
+                    if len(url) > 64:
+                        part["image_url"] = {**image, "url": url[:64] + "...[truncated]"}
+            out.append(part)
+        return out
+    return content
+
+
+def truncate_chat_request(request: Any, *, words: int, max_messages: int) -> Any:
+    """Return a copy of a chat request for logging: every content cut to ``words``
+    words and at most ``max_messages`` messages (the last ones, which matter most)."""
+    if not isinstance(request, dict):
+        return request
+    out = dict(request)
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        kept = messages[-max_messages:] if max_messages > 0 else []
+        cut = []
+        for message in kept:
+            if isinstance(message, dict):
+                message = {**message, "content": _cut_content(message.get("content"), words)}
+            cut.append(message)
+        out["messages"] = cut
+        if len(messages) > len(kept):
+            out["_igw_omitted_messages"] = len(messages) - len(kept)
+    return out
+
+
+def truncate_body_text(body: bytes, *, words: int) -> str:
+    """Return a response body for logging, string values cut to ``words`` words.
+
+    JSON bodies keep their shape; anything else is cut as plain text.
+    """
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return _cut_words(body.decode("utf-8", "replace"), max(words, 1) * 20)
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return _cut_words(value, words)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return value
+
+    return json.dumps(walk(parsed), ensure_ascii=False)
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """Return ``text`` with every non-empty secret in ``secrets`` replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,65 @@
+"""The facts an exchange reports when it ends, for metrics and access logs.
+
+The core only states what happened; recording into Prometheus and writing log
+lines happen in the IO layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Route labels are drawn from this fixed set so metrics never grow per path.
+ROUTE_LABELS = frozenset(
+    {"/health", "/v1/models", "/v1/chat/completions", "/v1/mcp/tools", "/proxy", "other"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as reported by the provider."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeRecord:
+    """What one request did.
+
+    Fields:
+        request_id: the id sent back in ``X-Request-Id``.
+        method: the request method.
+        route: a label from :data:`ROUTE_LABELS`.
+        path: the raw request path (for the access log only, never a metric label).
+        status: the status the client received (499 if it left first).
+        provider: the provider id, or ``""``.
+        model: the model as forwarded (without the provider prefix), or ``""``.
+        streamed: whether the response was an event stream.
+        started: monotonic time the head arrived.
+        ended: monotonic time the exchange finished.
+        first_byte: monotonic time of the first body byte sent to the client.
+        usage: token counts, when the provider reported them.
+        counted: whether telemetry counts this exchange (not ``/proxy``/``/health``).
+        error: a short reason for a refusal or failure, ``""`` on success.
+    """
+
+    request_id: str
+    method: str
+    route: str
+    path: str
+    status: int
+    provider: str = ""
+    model: str = ""
+    streamed: bool = False
+    started: float = 0.0
+    ended: float = 0.0
+    first_byte: float | None = None
+    usage: Usage | None = None
+    counted: bool = True
+    error: str = ""
+
+    @property
+    def duration(self) -> float:
+        """Seconds from head to end."""
+        return self.ended - self.started

@@ -1,0 +1,85 @@
+"""Token usage read from a provider response that the gateway relays untouched.
+
+:class:`ResponseTap` watches relayed chunks and keeps only a bounded tail (and,
+in development, a bounded head for the debug log), so the relay itself never
+parses JSON per chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from igw_core.report import Usage
+
+_USAGE_KEY = b'"usage"'
+_TAIL = 16384
+
+
+def usage_from_object(obj: Any) -> Usage | None:
+    """Return the ``usage`` of a parsed OpenAI response or chunk, if it has one."""
+    if not isinstance(obj, dict):
+        return None
+    usage = obj.get("usage")
+    if not isinstance(usage, dict):
+        return None
+
+    def count(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    prompt = count("prompt_tokens")
+    completion = count("completion_tokens")
+    total = count("total_tokens") or prompt + completion
+    return Usage(prompt, completion, total)
+
+
+def usage_from_body(body: bytes) -> Usage | None:
+    """Return the last usage reported in a JSON body or an event stream tail."""
+    at = body.rfind(_USAGE_KEY)
+    while at != -1:
+        # The usage object is a member of the enclosing response object; parse
+        # just that member's value.
+        colon = body.find(b":", at + len(_USAGE_KEY))
+        if colon != -1:
+            try:
+                rest = body[colon + 1 :].decode("utf-8", "replace").lstrip()
+                value, _ = json.JSONDecoder().raw_decode(rest)
+            except ValueError:
+                value = None
+            found = usage_from_object({"usage": value})
+            if found is not None:
+                return found
+        at = body.rfind(_USAGE_KEY, 0, at)
+    return None
+
+
+class ResponseTap:
+    """Watches a relayed response body: usage from its tail, a debug copy of its head."""
+
+    __slots__ = ("_head", "_head_limit", "_tail", "seen")
+
+    def __init__(self, *, keep_head: int = 0) -> None:
+        self._tail = bytearray()
+        self._head = bytearray()
+        self._head_limit = keep_head
+        self.seen = 0
+
+    def feed(self, data: bytes) -> None:
+        """Observe one relayed chunk."""
+        self.seen += len(data)
+        if len(self._head) < self._head_limit:
+            self._head += data[: self._head_limit - len(self._head)]
+        tail = self._tail
+        tail += data
+        if len(tail) > 2 * _TAIL:
+            del tail[:-_TAIL]
+
+    @property
+    def head(self) -> bytes:
+        """The first bytes of the body (only kept when ``keep_head`` > 0)."""
+        return bytes(self._head)
+
+    def usage(self) -> Usage | None:
+        """Return the usage the body reported, if any."""
+        return usage_from_body(bytes(self._tail))

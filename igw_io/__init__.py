@@ -1,0 +1,1 @@
+"""Shared IO layer of both frontends: upstream pool, effect driver, logging."""

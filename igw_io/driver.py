@@ -1,0 +1,291 @@
+"""The one loop that turns an exchange's effects into IO, for both frontends.
+
+:func:`drive` feeds a request head to a fresh :class:`~igw_core.exchange.Exchange`
+and performs every effect it asks for, feeding the outcomes back, until the
+exchange reports. Client disconnects cancel outstanding provider calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+
+from igw_core.effects import (
+    Abort,
+    CallProvider,
+    Effect,
+    ReadProviderBody,
+    ReadRequestBody,
+    RelayBody,
+    Report,
+    SendData,
+    SendEnd,
+    SendHead,
+)
+from igw_core.events import (
+    ClientGone,
+    Event,
+    ProviderData,
+    ProviderEnd,
+    ProviderFailed,
+    ProviderHead,
+    ProviderResponse,
+    RequestData,
+    RequestEnd,
+    RequestHead,
+)
+from igw_core.exchange import MAX_BUFFERED_RESPONSE, Exchange
+from igw_core.gateway import Gateway
+from igw_core.report import ExchangeRecord
+from igw_core.responses import error_body
+from igw_io.channel import ClientChannel, ClientDisconnected
+from igw_io.upstream import Upstream, UpstreamFailure, UpstreamResponse
+
+log = logging.getLogger("igw.driver")
+
+
+class _Run:
+    """The state of one drive: the exchange, open provider responses, pending events."""
+
+    def __init__(
+        self, exchange: Exchange, channel: ClientChannel, upstream: Upstream,
+        clock: Callable[[], float],
+    ) -> None:
+        self.exchange = exchange
+        self.channel = channel
+        self.upstream = upstream
+        self.clock = clock
+        self.effects: deque[Effect] = deque()
+        self.responses: dict[int, UpstreamResponse] = {}
+        self.record: ExchangeRecord | None = None
+        self.background = 0
+        self.send_events: MemoryObjectSendStream[Event] | None = None
+
+    def feed(self, event: Event) -> None:
+        self.effects.extend(self.exchange.receive(event))
+
+    async def perform(self, effect: Effect, tg: TaskGroup) -> None:
+        channel = self.channel
+        if isinstance(effect, SendData):
+            await channel.send_data(effect.data)
+        elif isinstance(effect, SendHead):
+            await channel.send_head(effect.status, list(effect.headers))
+        elif isinstance(effect, SendEnd):
+            await channel.send_end()
+        elif isinstance(effect, RelayBody):
+            await self.relay(effect)
+        elif isinstance(effect, CallProvider):
+            if effect.buffer:
+                self.background += 1
+                tg.start_soon(self.call_buffered, effect)
+            else:
+                await self.call_streamed(effect)
+        elif isinstance(effect, ReadRequestBody):
+            await self.read_request()
+        elif isinstance(effect, ReadProviderBody):
+            await self.read_provider(effect.call)
+        elif isinstance(effect, Report):
+            self.record = effect.record
+        elif isinstance(effect, Abort):
+            await channel.abort()
+        else:  # pragma: no cover - a new effect type without a handler is a bug
+            raise TypeError(f"unknown effect {effect!r}")
+
+    async def perform_simple(self, effect: Effect) -> None:
+        """Perform an effect that needs no task group (a response from the head alone)."""
+        try:
+            if isinstance(effect, SendHead):
+                await self.channel.send_head(effect.status, list(effect.headers))
+            elif isinstance(effect, SendData):
+                await self.channel.send_data(effect.data)
+            elif isinstance(effect, SendEnd):
+                await self.channel.send_end()
+            elif isinstance(effect, Report):
+                self.record = effect.record
+        except ClientDisconnected:
+            pass
+
+    async def read_request(self) -> None:
+        while not self.exchange.finished:
+            data = await self.channel.receive_body()
+            if data is None:
+                self.feed(RequestEnd())
+                return
+            self.feed(RequestData(data))
+
+    async def call_streamed(self, call: CallProvider) -> None:
+        try:
+            response = await self.upstream.open(call)
+        except UpstreamFailure as failure:
+            self.feed(ProviderFailed(call.call, failure.reason, failure.detail, self.clock()))
+            return
+        self.responses[call.call] = response
+        self.feed(ProviderHead(call.call, response.status, response.headers, self.clock()))
+
+    async def call_buffered(self, call: CallProvider) -> None:
+        event: Event
+        try:
+            response = await self.upstream.open(call)
+            try:
+                body = await response.read(MAX_BUFFERED_RESPONSE)
+            finally:
+                await response.aclose()
+            event = ProviderResponse(call.call, response.status, response.headers, body,
+                                     self.clock())
+        except UpstreamFailure as failure:
+            event = ProviderFailed(call.call, failure.reason, failure.detail, self.clock())
+        assert self.send_events is not None
+        await self.send_events.send(event)
+
+    async def relay(self, effect: RelayBody) -> None:
+        response = self.responses.pop(effect.call)
+        tap = effect.tap
+        send = self.channel.send_data
+        first: float | None = None
+        try:
+            async for chunk in response.chunks():
+                if tap is not None:
+                    tap.feed(chunk)
+                await send(chunk)
+                if first is None:
+                    first = self.clock()
+        except UpstreamFailure as failure:
+            self.feed(ProviderFailed(effect.call, failure.reason, failure.detail, self.clock()))
+            return
+        finally:
+            await response.aclose()
+        self.feed(ProviderEnd(effect.call, self.clock(), first))
+
+    async def read_provider(self, call: int) -> None:
+        response = self.responses.pop(call)
+        try:
+            async for chunk in response.chunks():
+                self.feed(ProviderData(call, chunk))
+        except UpstreamFailure as failure:
+            self.feed(ProviderFailed(call, failure.reason, failure.detail, self.clock()))
+            return
+        finally:
+            await response.aclose()
+        self.feed(ProviderEnd(call, self.clock()))
+
+    async def close(self) -> None:
+        for response in self.responses.values():
+            await response.aclose()
+        self.responses.clear()
+
+
+async def drive(
+    gateway: Gateway,
+    upstream: Upstream,
+    channel: ClientChannel,
+    head: RequestHead,
+    clock: Callable[[], float],
+) -> ExchangeRecord:
+    """Run one request through the core and return what it reported.
+
+    Never raises for anything the client or a provider does: a client that
+    leaves is reported with status 499 and its provider calls are cancelled.
+    """
+    run = _Run(Exchange(gateway), channel, upstream, clock)
+    run.feed(head)
+    if run.exchange.finished:  # answered from the head alone: no IO to watch
+        for effect in run.effects:
+            await run.perform_simple(effect)
+        assert run.record is not None
+        return run.record
+    send_events, receive_events = anyio.create_memory_object_stream[Event](math.inf)
+    run.send_events = send_events
+    gone = False
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                nonlocal gone
+                await channel.wait_disconnect()
+                gone = True
+                tg.cancel_scope.cancel()
+
+            watching = False
+            try:
+                while run.effects or not run.exchange.finished:
+                    if run.effects:
+                        effect = run.effects.popleft()
+                        if not watching and isinstance(effect, CallProvider):
+                            watching = True
+                            tg.start_soon(watch)
+                        await run.perform(effect, tg)
+                    elif run.background:
+                        run.background -= 1
+                        run.feed(await receive_events.receive())
+                    else:  # pragma: no cover - the exchange always asks for something
+                        raise RuntimeError("exchange stalled without effects")
+            except ClientDisconnected:
+                gone = True
+            tg.cancel_scope.cancel()
+    finally:
+        await run.close()
+        send_events.close()
+        receive_events.close()
+    for effect in run.effects:  # what an interrupted run left, its Report among them
+        if isinstance(effect, Report):
+            run.record = effect.record
+    if gone and not run.exchange.finished:
+        run.effects.clear()
+        run.feed(ClientGone(clock()))
+        for effect in run.effects:
+            if isinstance(effect, Report):
+                run.record = effect.record
+    assert run.record is not None
+    return run.record
+
+
+async def serve(
+    gateway: Gateway,
+    upstream: Upstream,
+    channel: ClientChannel,
+    head: RequestHead,
+    clock: Callable[[], float],
+) -> ExchangeRecord:
+    """Like :func:`drive`, but a bug becomes a logged 500 instead of an exception."""
+    tracker = _HeadTracker(channel)
+    try:
+        return await drive(gateway, upstream, tracker, head, clock)
+    except Exception:
+        log.exception("unhandled error serving request")
+        try:
+            if tracker.head_sent:
+                await channel.abort()
+            else:
+                body = error_body("internal gateway error", "server_error", "internal_error")
+                await channel.send_head(500, [(b"content-type", b"application/json"),
+                                              (b"content-length", str(len(body)).encode())])
+                await channel.send_data(body)
+                await channel.send_end()
+        except ClientDisconnected:
+            pass
+        return ExchangeRecord(request_id=head.fresh_id, method=head.method, route="other",
+                              path=head.path, status=500, started=head.now, ended=clock(),
+                              counted=False, error="internal error")
+
+
+class _HeadTracker:
+    """Wraps a channel to remember whether the response head went out."""
+
+    def __init__(self, channel: ClientChannel) -> None:
+        self._channel = channel
+        self.head_sent = False
+        self.receive_body = channel.receive_body
+        self.send_data = channel.send_data
+        self.send_end = channel.send_end
+        self.abort = channel.abort
+        self.wait_disconnect = channel.wait_disconnect
+
+    async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.head_sent = True
+        await self._channel.send_head(status, headers)

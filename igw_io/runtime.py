@@ -1,0 +1,77 @@
+"""Process-wide IO state both frontends share: settings, pool, access log.
+
+A frontend creates one :class:`Runtime` at startup, hands every request to
+:meth:`Runtime.handle`, and closes it at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from igw_core.config import Settings, startup_lines
+from igw_core.events import RequestHead
+from igw_core.gateway import Gateway
+from igw_core.report import ExchangeRecord
+from igw_io.channel import ClientChannel
+from igw_io.driver import serve
+from igw_io.upstream import Upstream
+
+log = logging.getLogger("igw")
+access = logging.getLogger("igw.access")
+
+
+class Runtime:
+    """Everything a request needs beyond its own connection."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.gateway = Gateway.from_settings(settings)
+        self.upstream = Upstream(settings)
+        self.clock = time.monotonic
+
+    def log_startup(self) -> None:
+        """Log the per-feature startup lines (no secrets)."""
+        for line in startup_lines(self.settings):
+            log.info(line)
+        if self.settings.server_host not in ("127.0.0.1", "localhost", "::1") and not (
+            self.settings.auth_enable
+        ):
+            log.warning(
+                "listening on a non-loopback address with AUTH_ENABLE=false: "
+                "anyone who can reach it can spend your provider keys"
+            )
+
+    def head(
+        self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]]
+    ) -> RequestHead:
+        """Return a request-head event stamped with the clocks and a fresh request id."""
+        return RequestHead(method, path, query, headers, self.clock(), time.time(),
+                           os.urandom(8).hex())
+
+    async def handle(self, channel: ClientChannel, head: RequestHead) -> ExchangeRecord:
+        """Serve one request on ``channel`` and log its access line."""
+        record = await serve(self.gateway, self.upstream, channel, head, self.clock)
+        self.record(record)
+        return record
+
+    def record(self, record: ExchangeRecord) -> None:
+        """Log the access line of a finished exchange."""
+        if access.isEnabledFor(logging.INFO):
+            access.info(
+                "request",
+                extra={
+                    "request_id": record.request_id,
+                    "method": record.method,
+                    "path": record.path,
+                    "status": record.status,
+                    "duration_ms": round(record.duration * 1000, 2),
+                    "provider": record.provider,
+                    **({"error": record.error} if record.error else {}),
+                },
+            )
+
+    async def aclose(self) -> None:
+        """Close the upstream pool."""
+        await self.upstream.aclose()

@@ -1,0 +1,1 @@
+"""The standalone server on anyio + h11: the ``igw`` command."""

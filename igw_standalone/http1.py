@@ -1,0 +1,226 @@
+"""HTTP/1.1 connections on h11: every h11 call of the standalone server lives here.
+
+Keeping them in one module lets a compiled h11 drop-in be measured against
+this one without touching the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+import h11
+
+from igw_core.responses import error_body
+from igw_io.channel import ClientDisconnected
+from igw_io.runtime import Runtime
+
+log = logging.getLogger("igw.http")
+
+_READ_SIZE = 65536
+_MAX_HEAD = 64 * 1024
+# How much pipelined input may pile up while a response is still being sent.
+_MAX_PIPELINED = 1024 * 1024
+_RECEIVE_ERRORS = (
+    anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
+)
+
+
+class _ReadTimeout(Exception):
+    """The client was too slow sending its request."""
+
+
+class H11Connection:
+    """Serves requests on one client connection until it closes.
+
+    Keep-alive and pipelining come from h11's cycle; backpressure from
+    awaiting each socket write.
+    """
+
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        runtime: Runtime,
+        is_shutting_down: Callable[[], bool],
+    ) -> None:
+        self.stream = stream
+        self.runtime = runtime
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        settings = runtime.settings
+        self.read_timeout = settings.server_read_timeout or None
+        self.write_timeout = settings.server_write_timeout or None
+        self.idle_timeout = settings.server_idle_timeout or None
+        self.is_shutting_down = is_shutting_down
+        self.idle_scope: anyio.CancelScope | None = None
+        self.closed = False
+
+    # -- socket ------------------------------------------------------------
+
+    async def _fill(self, timeout: float | None) -> None:
+        """Read once from the socket into h11 (``b""`` at end of stream)."""
+        try:
+            with anyio.fail_after(timeout):
+                data = await self.stream.receive(_READ_SIZE)
+        except TimeoutError:
+            raise _ReadTimeout from None
+        except _RECEIVE_ERRORS:
+            data = b""
+        self.conn.receive_data(data)
+
+    async def _send(self, event: h11._events.Event) -> None:
+        data = self.conn.send(event)
+        if data:
+            try:
+                with anyio.fail_after(self.write_timeout):
+                    await self.stream.send(data)
+            except (TimeoutError, *_RECEIVE_ERRORS):
+                self.closed = True
+                raise ClientDisconnected from None
+
+    async def _next_event(self, timeout: float | None) -> object:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            await self._fill(timeout)
+
+    # -- connection loop ---------------------------------------------------
+
+    async def serve(self) -> None:
+        """Serve requests until the client, a protocol error or shutdown ends the connection."""
+        try:
+            while not self.closed:
+                request = await self._wait_request()
+                if request is None:
+                    break
+                await self._serve_request(request)
+                if not self._next_cycle():
+                    break
+        finally:
+            await self._close()
+
+    async def _wait_request(self) -> h11.Request | None:
+        try:
+            with anyio.CancelScope() as scope:
+                self.idle_scope = scope
+                if self.is_shutting_down():
+                    return None
+                event = await self._next_event(self.idle_timeout)
+            self.idle_scope = None
+            if scope.cancelled_caught:
+                return None
+        except _ReadTimeout:
+            return None
+        except h11.RemoteProtocolError as exc:
+            await self._protocol_error(exc)
+            return None
+        if isinstance(event, h11.Request):
+            return event
+        return None  # ConnectionClosed, or a client that sent garbage and left
+
+    async def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
+        status = exc.error_status_hint
+        log.info("bad request from client", extra={"status": status, "detail": str(exc)})
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = error_body(f"malformed HTTP request: {exc}", "invalid_request_error",
+                          "bad_request")
+        try:
+            await self._send(h11.Response(status_code=status, headers=[
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ]))
+            await self._send(h11.Data(data=body))
+            await self._send(h11.EndOfMessage())
+        except (ClientDisconnected, h11.LocalProtocolError):
+            pass
+
+    async def _serve_request(self, request: h11.Request) -> None:
+        target = request.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        head = self.runtime.head(request.method.decode("ascii"), path, query,
+                                 list(request.headers))
+        channel = _Channel(self)
+        await self.runtime.handle(channel, head)
+        if channel.protocol_error is not None and self.conn.our_state is h11.SEND_RESPONSE:
+            await self._protocol_error(channel.protocol_error)
+            self.closed = True
+        elif channel.timed_out and self.conn.our_state is h11.SEND_RESPONSE:
+            await self._protocol_error(h11.RemoteProtocolError(
+                "timed out reading the request", error_status_hint=408))
+            self.closed = True
+
+    def _next_cycle(self) -> bool:
+        conn = self.conn
+        if self.closed or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            return False
+        if self.is_shutting_down():
+            return False
+        conn.start_next_cycle()
+        return True
+
+    async def _close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.stream.aclose()
+            except _RECEIVE_ERRORS:
+                pass
+
+
+class _Channel:
+    """One request's view of the connection, as the driver's ``ClientChannel``."""
+
+    def __init__(self, connection: H11Connection) -> None:
+        self.c = connection
+        self.protocol_error: h11.RemoteProtocolError | None = None
+        self.timed_out = False
+
+    async def receive_body(self) -> bytes | None:
+        c = self.c
+        if c.conn.client_is_waiting_for_100_continue:
+            await c._send(h11.InformationalResponse(status_code=100, headers=[]))
+        try:
+            event = await c._next_event(c.read_timeout)
+        except h11.RemoteProtocolError as exc:
+            self.protocol_error = exc
+            raise ClientDisconnected from None
+        except _ReadTimeout:
+            self.timed_out = True
+            raise ClientDisconnected from None
+        if isinstance(event, h11.Data):
+            return bytes(event.data)
+        if isinstance(event, h11.EndOfMessage):
+            return None
+        raise ClientDisconnected
+
+    async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.c.is_shutting_down():
+            headers = [*headers, (b"connection", b"close")]
+        await self.c._send(h11.Response(status_code=status, headers=headers))
+
+    async def send_data(self, data: bytes) -> None:
+        await self.c._send(h11.Data(data=data))
+
+    async def send_end(self) -> None:
+        await self.c._send(h11.EndOfMessage())
+
+    async def abort(self) -> None:
+        self.c.closed = True
+        await self.c._close()
+
+    async def wait_disconnect(self) -> None:
+        c = self.c
+        while True:
+            if c.conn.their_state is h11.DONE and len(c.conn.trailing_data[0]) > _MAX_PIPELINED:
+                await anyio.sleep_forever()
+            try:
+                data = await c.stream.receive(_READ_SIZE)
+            except _RECEIVE_ERRORS:
+                return
+            if c.conn.their_state is h11.DONE:
+                c.conn.receive_data(data)
+            elif not data:
+                return
