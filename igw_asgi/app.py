@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
-
-import anyio
 
 from igw_core.config import Settings, load_settings
 from igw_io.channel import ClientDisconnected
@@ -31,16 +30,17 @@ log = logging.getLogger("igw.asgi")
 class _Channel:
     """One ASGI request cycle as the driver's ``ClientChannel``."""
 
-    __slots__ = ("_disconnected", "_head_sent", "_receive", "_send")
+    __slots__ = ("_body_done", "_disconnected", "_head_sent", "_receive", "_send")
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
         self._disconnected = False
         self._head_sent = False
+        self._body_done = False
 
     async def receive_body(self) -> bytes | None:
-        while True:
+        while not self._body_done:
             message = await self._receive()
             kind = message["type"]
             if kind == "http.disconnect":
@@ -48,10 +48,10 @@ class _Channel:
                 raise ClientDisconnected
             if kind == "http.request":
                 body: bytes = message.get("body", b"")
+                self._body_done = not message.get("more_body", False)
                 if body:
                     return body
-                if not message.get("more_body", False):
-                    return None
+        return None
 
     async def _out(self, message: Message) -> None:
         if self._disconnected:
@@ -101,7 +101,7 @@ class GatewayApp:
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
         self.runtime: Runtime | None = None
-        self._lock: anyio.Lock | None = None
+        self._started = False
 
     def _start(self) -> Runtime:
         settings = self._settings
@@ -132,22 +132,39 @@ class GatewayApp:
         await runtime.handle(channel, head)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    if self.runtime is None:
-                        self._start()
-                except Exception as exc:  # a refused configuration must not serve
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        try:
+            async with self.lifespan():
                 await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.runtime is not None:
-                    await self.runtime.aclose()
-                    self.runtime = None
-                await send({"type": "lifespan.shutdown.complete"})
+                while (await receive())["type"] != "lifespan.shutdown":
+                    pass
+        except Exception as exc:  # a refused configuration must not serve
+            if not self._started:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
+            raise
+        await send({"type": "lifespan.shutdown.complete"})
+
+    @asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Run the shared IO layer for the body's duration.
+
+        Pass it as ``lifespan=`` to a Starlette/FastAPI app that mounts this
+        one, so background tasks (MCP polling, key refresh) run when mounted.
+
+        Raises:
+            ConfigError: the environment's configuration is invalid.
+        """
+        runtime = self.runtime or self._start()
+        self._started = True
+        try:
+            async with runtime.running():
+                yield
+        finally:
+            self.runtime = None
+            self._started = False
 
 
 def create_app(settings: Settings | None = None) -> GatewayApp:

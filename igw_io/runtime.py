@@ -9,6 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from anyio.abc import TaskGroup
 
 from igw_core.config import Settings, startup_lines
 from igw_core.events import RequestHead
@@ -30,6 +35,23 @@ class Runtime:
         self.gateway = Gateway.from_settings(settings)
         self.upstream = Upstream(settings)
         self.clock = time.monotonic
+        self.background: TaskGroup | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[TaskGroup]:
+        """Run the background tasks (polling, key refresh) for the body's duration.
+
+        Yields the task group they run in; on exit they are cancelled and the
+        upstream pool is closed.
+        """
+        try:
+            async with anyio.create_task_group() as tg:
+                self.background = tg
+                yield tg
+                tg.cancel_scope.cancel()
+        finally:
+            self.background = None
+            await self.aclose()
 
     def log_startup(self) -> None:
         """Log the per-feature startup lines (no secrets)."""

@@ -67,7 +67,7 @@ class Server:
         listener = TLSListener(tcp, context, standard_compatible=False) if context else tcp
         scheme = "https" if context else "http"
         self.runtime.log_startup()
-        async with anyio.create_task_group() as connections:
+        async with self.runtime.running(), anyio.create_task_group() as connections:
             print(f"igw listening on {scheme}://{settings.server_host}:{self.port}",
                   file=sys.stderr, flush=True)
             if ready is not None:
@@ -78,7 +78,6 @@ class Server:
             await listener.aclose()
             await self._drain()
             connections.cancel_scope.cancel()
-        await self.runtime.aclose()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
