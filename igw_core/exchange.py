@@ -28,6 +28,7 @@ from igw_core.effects import (
     SendHead,
 )
 from igw_core.errors import (
+    BadRequest,
     GatewayError,
     LocalProtocolError,
     MethodNotAllowed,
@@ -192,6 +193,12 @@ class Exchange:
         self._started = head.now
         path, method = head.path, head.method
         settings = self.gateway.settings
+        if hdrs.get(head.headers, b"transfer-encoding") is not None and (
+            hdrs.get(head.headers, b"content-length") is not None
+        ):
+            # RFC 9112 §6.1: ambiguous framing, the classic request-smuggling vector.
+            raise BadRequest("request has both Content-Length and Transfer-Encoding",
+                             code="ambiguous_framing")
         if path == "/health":
             self._require(method, ("GET",))
             return self._respond_json(200, {"message": "OK"}, head.now)

@@ -1,16 +1,51 @@
 """Log output: one JSON object per line in production, readable lines in development.
 
-Fields passed with ``extra=`` appear as JSON members (or ``key=value``).
-Configured secrets are scrubbed from every line as a last line of defence.
+Fields passed with ``extra=`` appear as JSON members (or ``key=value``). Every
+line logged while a request is served carries its ``request_id`` (see
+:func:`request_context`). Configured secrets are scrubbed from every line as a
+last line of defence.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from igw_core.config import Settings
+
+#: The id of the request being served by the current task ("" outside a request).
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "igw_request_id", default=""
+)
+
+
+@contextmanager
+def request_context(request_id: str) -> Iterator[None]:
+    """Attach ``request_id`` to every log line emitted in the body (and tasks it starts)."""
+    token = current_request_id.set(request_id)
+    try:
+        yield
+    finally:
+        current_request_id.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the current request's id as ``request_id`` to records that lack one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return ``True`` (never drops a record), having set ``record.request_id``."""
+        if "request_id" not in record.__dict__:
+            request_id = current_request_id.get()
+            if request_id:
+                record.request_id = request_id
+        return True
+
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
     "message", "asctime", "taskName"
@@ -26,7 +61,7 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.secrets = secrets
+        self.secrets = _spellings(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         """Return the JSON line for ``record``."""
@@ -48,7 +83,7 @@ class HumanFormatter(logging.Formatter):
 
     def __init__(self, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.secrets = secrets
+        self.secrets = _spellings(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         """Return the text line for ``record``."""
@@ -63,18 +98,38 @@ class HumanFormatter(logging.Formatter):
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
-        if secret and secret in text:
+        if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def _spellings(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Return each secret as written and as it appears inside a JSON string, longest first."""
+    out = set()
+    for secret in secrets:
+        if secret:
+            out.add(secret)
+            out.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+            out.add(json.dumps(secret)[1:-1])
+    return tuple(sorted(out, key=len, reverse=True))
+
+
+def secrets_of(settings: Settings) -> tuple[str, ...]:
+    """Return the secrets in ``settings`` that must never appear in a log line."""
+    keys = tuple(p.api_key for p in settings.providers if p.api_key)
+    client_secret = settings.auth_oidc_client_secret
+    return keys + ((client_secret,) if client_secret else ())
 
 
 def configure_logging(*, development: bool, secrets: tuple[str, ...] = ()) -> None:
     """Send the ``igw`` loggers to stderr in the environment's format.
 
     Development logs at DEBUG (request/response bodies); production at INFO.
+    Each line carries the current request's id and has ``secrets`` masked.
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(HumanFormatter(secrets) if development else JsonFormatter(secrets))
+    handler.addFilter(RequestIdFilter())
     logger = logging.getLogger("igw")
     for old in list(logger.handlers):
         logger.removeHandler(old)

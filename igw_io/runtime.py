@@ -17,10 +17,13 @@ from anyio.abc import TaskGroup
 
 from igw_core.config import Settings, startup_lines
 from igw_core.events import RequestHead
+from igw_core.exchange import _request_id as request_id_of
 from igw_core.gateway import Gateway
 from igw_core.report import ExchangeRecord
 from igw_io.channel import ClientChannel
 from igw_io.driver import serve
+from igw_io.logs import request_context
+from igw_io.metrics import Metrics, open_listener
 from igw_io.upstream import Upstream
 
 log = logging.getLogger("igw")
@@ -36,18 +39,36 @@ class Runtime:
         self.upstream = Upstream(settings)
         self.clock = time.monotonic
         self.background: TaskGroup | None = None
+        #: Prometheus metrics, recorded only with ``TELEMETRY_ENABLE=true``.
+        self.metrics: Metrics | None = Metrics(settings) if settings.telemetry_enable else None
+        #: Whether :meth:`running` serves ``/metrics``; the ``--workers`` supervisor,
+        #: which serves the sum over its workers itself, turns it off in each worker.
+        self.serve_metrics = settings.telemetry_enable
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[TaskGroup]:
         """Run the background tasks (polling, key refresh) for the body's duration.
 
-        Yields the task group they run in; on exit they are cancelled and the
-        upstream pool is closed.
+        With telemetry on (and :attr:`serve_metrics`), ``/metrics`` is served on
+        ``SERVER_HOST:TELEMETRY_METRICS_PORT`` meanwhile. Yields the task group
+        the tasks run in; on exit they are cancelled, the metrics listener is
+        closed and the upstream pool is closed.
+
+        Raises:
+            OSError: the metrics port cannot be bound.
         """
         try:
             async with anyio.create_task_group() as tg:
                 self.background = tg
-                yield tg
+                listener = None
+                if self.metrics is not None and self.serve_metrics:
+                    listener = open_listener(self.metrics, self.settings.server_host,
+                                             self.settings.telemetry_metrics_port)
+                try:
+                    yield tg
+                finally:
+                    if listener is not None:
+                        listener.close()
                 tg.cancel_scope.cancel()
         finally:
             self.background = None
@@ -73,13 +94,19 @@ class Runtime:
                            os.urandom(8).hex())
 
     async def handle(self, channel: ClientChannel, head: RequestHead) -> ExchangeRecord:
-        """Serve one request on ``channel`` and log its access line."""
-        record = await serve(self.gateway, self.upstream, channel, head, self.clock)
-        self.record(record)
+        """Serve one request on ``channel``, then log its access line and record its metrics.
+
+        Every log line emitted while serving it carries its request id.
+        """
+        with request_context(request_id_of(head)):
+            record = await serve(self.gateway, self.upstream, channel, head, self.clock)
+            self.record(record)
         return record
 
     def record(self, record: ExchangeRecord) -> None:
-        """Log the access line of a finished exchange."""
+        """Log the access line of a finished exchange and count it in the metrics."""
+        if self.metrics is not None:
+            self.metrics.record(record)
         if access.isEnabledFor(logging.INFO):
             access.info(
                 "request",

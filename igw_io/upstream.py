@@ -89,6 +89,18 @@ class UpstreamResponse:
                 await self._closer.aclose()
 
 
+_DEFAULT_PORTS = {b"http": 80, b"https": 443}
+
+
+def _host_header(url: httpcore.URL) -> bytes:
+    host = url.host
+    if b":" in host:  # an IPv6 literal
+        host = b"[" + host + b"]"
+    if url.port is not None and url.port != _DEFAULT_PORTS.get(url.scheme):
+        return host + b":" + str(url.port).encode()
+    return host
+
+
 async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield chunk
@@ -128,9 +140,12 @@ class Upstream:
             answer = demo_response(call.method, path, call.body)
             return UpstreamResponse(answer.status, list(answer.headers),
                                     _iterate(answer.chunks), None)
+        url = httpcore.URL(call.url)
         request = httpcore.Request(
-            call.method, call.url, headers=list(call.headers), content=call.body,
-            extensions=self._extensions,
+            call.method, url,
+            headers=[(b"host", _host_header(url)), *call.headers,
+                     (b"content-length", str(len(call.body)).encode())],
+            content=call.body, extensions=self._extensions,
         )
         try:
             with anyio.fail_after(self._head_timeout):

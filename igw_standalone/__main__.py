@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import anyio
 
 from igw_core.config import ConfigError, Settings, load_settings
-from igw_io.logs import configure_logging
+from igw_io.logs import configure_logging, secrets_of
 from igw_standalone.server import Server
 
 EXIT_CONFIG = 2
@@ -58,10 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.workers < 1:
         print("igw: --workers must be at least 1", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
-    configure_logging(development=settings.is_development,
-                      secrets=tuple(p.api_key for p in settings.providers if p.api_key)
-                      + ((settings.auth_oidc_client_secret,)
-                         if settings.auth_oidc_client_secret else ()))
+    configure_logging(development=settings.is_development, secrets=secrets_of(settings))
     if args.workers > 1:
         from igw_standalone.workers import run_workers
 

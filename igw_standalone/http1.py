@@ -155,6 +155,15 @@ class H11Connection:
 
     def _next_cycle(self) -> bool:
         conn = self.conn
+        # A request whose body the core never asked for (GET, or an early error):
+        # finish it from what is already buffered, without waiting on the socket.
+        while conn.their_state is h11.SEND_BODY:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                return False
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return False
         if self.closed or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return False
         if self.is_shutting_down():

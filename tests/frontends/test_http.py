@@ -1,0 +1,126 @@
+"""HTTP framing at the gateway's edge: bad framing, body limits, keep-alive, shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+
+import httpcore
+import pytest
+
+from tests.conftest import GatewayFactory, RunningGateway
+from tests.support.mock_provider import MockProvider, SlowStream
+
+
+def _raw(gateway: RunningGateway, data: bytes, *, read_until_close: bool = True) -> bytes:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if not read_until_close:
+                break
+        return b"".join(chunks)
+
+
+@pytest.fixture
+def gateway(gateway_factory: GatewayFactory, mock_openai: MockProvider) -> RunningGateway:
+    return gateway_factory({
+        "OPENAI_API_URL": mock_openai.base_url,
+        "OPENAI_API_KEY": mock_openai.api_key,
+        "SERVER_MAX_REQUEST_BODY_SIZE": "2048",
+    })
+
+
+def test_content_length_with_transfer_encoding_is_400_and_closes(
+    gateway: RunningGateway, mock_openai: MockProvider
+) -> None:
+    body = b'{"model":"openai/gpt-4o","messages":[]}'
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n" + body)
+    answer = _raw(gateway, request)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert mock_openai.requests == []
+
+
+def test_garbage_request_line_is_400(gateway: RunningGateway) -> None:
+    answer = _raw(gateway, b"THIS IS NOT HTTP\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400")
+
+
+def test_declared_body_over_the_limit_is_413_before_reading(
+    gateway: RunningGateway, mock_openai: MockProvider
+) -> None:
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+    answer = _raw(gateway, request)
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert b"SERVER_MAX_REQUEST_BODY_SIZE" in answer
+    assert mock_openai.requests == []
+
+
+def test_chunked_body_over_the_limit_is_413_while_reading(
+    gateway: RunningGateway, mock_openai: MockProvider
+) -> None:
+    chunk = b"x" * 1000
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n"
+               + (b"3e8\r\n" + chunk + b"\r\n") * 5 + b"0\r\n\r\n")
+    answer = _raw(gateway, request)
+    assert b" 413 " in answer.split(b"\r\n", 1)[0]
+    assert mock_openai.requests == []
+
+
+def test_keep_alive_and_pipelining(gateway: RunningGateway) -> None:
+    if gateway.frontend != "standalone":
+        pytest.skip("pipelining is the server's job; uvicorn handles it for the ASGI app")
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(request * 3)
+        data = b""
+        deadline = time.monotonic() + 5
+        while data.count(b'{"message":"OK"}') < 3 and time.monotonic() < deadline:
+            data += sock.recv(65536)
+    assert data.count(b"HTTP/1.1 200") == 3
+
+
+def test_keep_alive_reuses_one_connection(gateway: RunningGateway) -> None:
+    with httpcore.ConnectionPool(max_connections=1) as pool:
+        for _ in range(5):
+            assert pool.request("GET", gateway.url + "/health").status == 200
+        assert len(pool.connections) == 1
+
+
+def test_sigterm_lets_in_flight_stream_finish(
+    gateway: RunningGateway, mock_openai: MockProvider
+) -> None:
+    mock_openai.script(SlowStream(delay=0.1))
+    body = json.dumps({"model": "openai/gpt-4o-mini", "stream": True,
+                       "messages": [{"role": "user", "content": "one two three four"}]}).encode()
+    result: dict[str, bytes] = {}
+
+    def stream() -> None:
+        with httpcore.stream("POST", gateway.url + "/v1/chat/completions", content=body,
+                             extensions={"timeout": {"read": 20}}) as response:
+            result["data"] = b"".join(response.iter_stream())
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    assert mock_openai.wait_for_requests(1)
+    time.sleep(0.2)
+    gateway.process.send_signal(signal.SIGTERM)
+    thread.join(20)
+    assert result["data"].endswith(b"data: [DONE]\n\n")
+    # uvicorn re-raises the signal after its graceful shutdown, so it ends "by SIGTERM".
+    clean = (0,) if gateway.frontend == "standalone" else (0, -signal.SIGTERM)
+    assert gateway.process.wait(15) in clean
