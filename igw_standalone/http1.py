@@ -23,6 +23,9 @@ _READ_SIZE = 65536
 _MAX_HEAD = 64 * 1024
 # How much pipelined input may pile up while a response is still being sent.
 _MAX_PIPELINED = 1024 * 1024
+# Lingering close after an early response: how long and how much to drain.
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 16 * 1024 * 1024
 _RECEIVE_ERRORS = (
     anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
 )
@@ -99,7 +102,25 @@ class H11Connection:
                 if not self._next_cycle():
                     break
         finally:
+            if not self.closed and self.conn.their_state is h11.SEND_BODY:
+                await self._linger()
             await self._close()
+
+    async def _linger(self) -> None:
+        """Half-close and drain unread request bytes briefly before closing.
+
+        Closing with unread input makes the kernel send RST, which can destroy
+        an early response (a 413) before the client has read it.
+        """
+        with anyio.move_on_after(_LINGER_SECONDS):
+            try:
+                if isinstance(self.stream, anyio.abc.SocketStream):
+                    await self.stream.send_eof()
+                drained = 0
+                while drained < _LINGER_BYTES:
+                    drained += len(await self.stream.receive(_READ_SIZE))
+            except _RECEIVE_ERRORS:
+                pass
 
     async def _wait_request(self) -> h11.Request | None:
         try:

@@ -124,3 +124,11 @@ def test_sigterm_lets_in_flight_stream_finish(
     # uvicorn re-raises the signal after its graceful shutdown, so it ends "by SIGTERM".
     clean = (0,) if gateway.frontend == "standalone" else (0, -signal.SIGTERM)
     assert gateway.process.wait(15) in clean
+
+
+def test_huge_body_gets_413_not_a_reset(gateway: RunningGateway) -> None:
+    body = b"x" * (4 * 1024 * 1024)
+    response = httpcore.request("POST", gateway.url + "/v1/chat/completions", content=body,
+                                extensions={"timeout": {"read": 10, "write": 10}})
+    assert response.status == 413
+    assert b"SERVER_MAX_REQUEST_BODY_SIZE" in response.content
