@@ -47,10 +47,13 @@ class H11Connection:
         stream: anyio.abc.ByteStream,
         runtime: Runtime,
         is_shutting_down: Callable[[], bool],
+        initial: bytes = b"",
     ) -> None:
         self.stream = stream
         self.runtime = runtime
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        if initial:
+            self.conn.receive_data(initial)
         settings = runtime.settings
         self.read_timeout = settings.server_read_timeout or None
         self.write_timeout = settings.server_write_timeout or None

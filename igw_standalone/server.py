@@ -10,11 +10,12 @@ from collections.abc import Callable
 
 import anyio
 import anyio.abc
-from anyio.streams.tls import TLSListener
+from anyio.streams.tls import TLSAttribute, TLSListener
 
 from igw_core.config import Settings
 from igw_io.runtime import Runtime
 from igw_standalone.http1 import H11Connection
+from igw_standalone.http2 import PREFACE, H2Connection
 
 log = logging.getLogger("igw.server")
 
@@ -29,7 +30,7 @@ class Server:
         self.settings = settings
         self.runtime = Runtime(settings)
         self.reuse_port = reuse_port
-        self.connections: set[H11Connection] = set()
+        self.connections: set[H11Connection | H2Connection] = set()
         self.shutting_down = False
         self.port = 0
         self._accept_scope: anyio.CancelScope | None = None
@@ -43,16 +44,36 @@ class Server:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.server_tls_cert_path, settings.server_tls_key_path)
-        context.set_alpn_protocols(["http/1.1"])
+        context.set_alpn_protocols(["h2", "http/1.1"])
         return context
 
     async def _handle(self, stream: anyio.abc.ByteStream) -> None:
-        connection = H11Connection(stream, self.runtime, self._is_shutting_down)
+        connection: H11Connection | H2Connection
+        alpn = stream.extra(TLSAttribute.alpn_protocol, None)
+        if alpn == "h2":
+            connection = H2Connection(stream, self.runtime, self._is_shutting_down)
+        else:
+            first = await self._first_bytes(stream)
+            if not first:
+                await stream.aclose()
+                return
+            if first.startswith(PREFACE[: len(first)]) and alpn is None:
+                connection = H2Connection(stream, self.runtime, self._is_shutting_down, first)
+            else:
+                connection = H11Connection(stream, self.runtime, self._is_shutting_down, first)
         self.connections.add(connection)
         try:
             await connection.serve()
         finally:
             self.connections.discard(connection)
+
+    async def _first_bytes(self, stream: anyio.abc.ByteStream) -> bytes:
+        """Read the connection's first bytes, to tell HTTP/2 prior knowledge from HTTP/1.1."""
+        try:
+            with anyio.fail_after(self.settings.server_read_timeout or None):
+                return await stream.receive(65536)
+        except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            return b""
 
     async def serve(self, *, ready: Callable[[Server], None] | None = None) -> None:
         """Listen and serve until SIGTERM/SIGINT, then drain in-flight requests."""

@@ -132,3 +132,21 @@ def test_huge_body_gets_413_not_a_reset(gateway: RunningGateway) -> None:
                                 extensions={"timeout": {"read": 10, "write": 10}})
     assert response.status == 413
     assert b"SERVER_MAX_REQUEST_BODY_SIZE" in response.content
+
+
+def test_http2_prior_knowledge_with_large_bodies(gateway: RunningGateway,
+                                                 mock_openai: MockProvider) -> None:
+    if gateway.frontend != "standalone":
+        pytest.skip("HTTP/2 for the ASGI app is the ASGI server's job")
+    with httpcore.ConnectionPool(http1=False, http2=True) as pool:
+        response = pool.request("GET", gateway.url + "/health")
+        assert response.extensions["http_version"] == b"HTTP/2"
+        assert json.loads(response.content) == {"message": "OK"}
+        body = json.dumps({"model": "openai/gpt-4o-mini", "stream": True,
+                           "messages": [{"role": "user", "content": "two streams"}]}).encode()
+        response = pool.request("POST", gateway.url + "/v1/chat/completions", content=body)
+        assert response.status == 200
+        assert response.content.endswith(b"data: [DONE]\n\n")
+        big = b"y" * 100_000  # over the 2048-byte limit: refused while flow control runs
+        response = pool.request("POST", gateway.url + "/v1/chat/completions", content=big)
+        assert response.status == 413

@@ -49,6 +49,10 @@ def test_standalone_serves_https(tmp_path: Path) -> None:
         with httpcore.ConnectionPool(ssl_context=context) as pool:
             response = pool.request("GET", f"https://127.0.0.1:{gateway.port}/health")
         assert response.status == 200
+        with httpcore.ConnectionPool(ssl_context=context, http2=True) as pool:
+            response = pool.request("GET", f"https://127.0.0.1:{gateway.port}/v1/models")
+        assert response.extensions["http_version"] == b"HTTP/2"
+        assert b"demo/echo" in response.content
         with pytest.raises(httpcore.RemoteProtocolError):
             httpcore.request("GET", f"http://127.0.0.1:{gateway.port}/health")
     finally:
