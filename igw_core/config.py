@@ -1,6 +1,7 @@
 """Settings: the gateway's configuration, parsed and checked from an environment mapping.
 
-The core never reads ``os.environ``; :class:`ConfigError` names every bad variable at once.
+The core never reads the process environment itself; :class:`ConfigError` names
+every bad variable at once.
 """
 
 from __future__ import annotations
@@ -468,7 +469,7 @@ def load_settings(env: Mapping[str, str], *, demo: bool | None = None) -> Settin
     Unknown variables are ignored.
 
     Args:
-        env: the environment, e.g. ``os.environ``.
+        env: the environment, e.g. a copy of the process environment.
         demo: the ``--demo`` flag; when not ``None`` it overrides ``IGW_DEMO``
             (which is still checked).
 

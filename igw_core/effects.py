@@ -7,7 +7,7 @@ feeds the outcome back as events. Don't subclass these.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from igw_core.events import Headers
 from igw_core.report import ExchangeRecord
@@ -57,6 +57,26 @@ class CallProvider(Effect):
 
 
 @dataclass(frozen=True, slots=True)
+class CallTool(Effect):
+    """Call an MCP tool and feed a ``ToolResult`` with the same ``call`` id.
+
+    Effects of one round come together and may run in parallel. A failure (server
+    down, JSON-RPC error, ``MCP_REQUEST_TIMEOUT``) is fed as ``ToolResult(ok=False)``.
+
+    Fields:
+        call: an id unique within the exchange, echoed by the ``ToolResult``.
+        server: the MCP server's URL.
+        tool: the tool's name on that server.
+        arguments: the tool's arguments object.
+    """
+
+    call: int
+    server: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class RelayBody(Effect):
     """Copy call ``call``'s response body to the client as it arrives, unchanged.
 
@@ -73,6 +93,16 @@ class ReadProviderBody(Effect):
     """Feed call ``call``'s response body as ``ProviderData`` events, then ``ProviderEnd``."""
 
     call: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshKeys(Effect):
+    """Refetch the issuer's keys (rate-limited by the IO layer), then feed ``KeysRefreshed``.
+
+    ``kid`` is the unknown key id that prompted it (``""`` if none).
+    """
+
+    kid: str
 
 
 @dataclass(frozen=True, slots=True)

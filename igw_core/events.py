@@ -10,6 +10,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from igw_core.auth import KeySet
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -130,6 +134,30 @@ class ProviderFailed(Event):
     reason: FailureReason
     detail: str
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult(Event):
+    """The outcome of MCP tool call ``call`` (a ``CallTool`` effect).
+
+    Fields:
+        call: the ``call`` id of the ``CallTool``.
+        ok: false when the tool or its server failed, or the call timed out.
+        content: the tool's text output, or the error text for the model to read.
+        now: monotonic clock reading.
+    """
+
+    call: int
+    ok: bool
+    content: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class KeysRefreshed(Event):
+    """The answer to ``RefreshKeys``: the issuer's key set now (``None``: not loaded)."""
+
+    keys: KeySet | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 from igw_core import headers as hdrs
+from igw_core.auth import (
+    AuthFailure,
+    AuthReason,
+    KeySet,
+    log_failure,
+    not_ready_error,
+    unauthorized_error,
+    verify_bearer,
+)
 from igw_core.chat import ChatPlan, plan_chat
 from igw_core.effects import (
     Abort,
@@ -22,6 +31,7 @@ from igw_core.effects import (
     Effect,
     ReadProviderBody,
     ReadRequestBody,
+    RefreshKeys,
     RelayBody,
     Report,
     SendEnd,
@@ -29,6 +39,7 @@ from igw_core.effects import (
 )
 from igw_core.errors import (
     BadRequest,
+    Forbidden,
     GatewayError,
     LocalProtocolError,
     MethodNotAllowed,
@@ -42,6 +53,7 @@ from igw_core.events import (
     Event,
     FailureReason,
     Headers,
+    KeysRefreshed,
     ProviderData,
     ProviderEnd,
     ProviderFailed,
@@ -50,8 +62,12 @@ from igw_core.events import (
     RequestData,
     RequestEnd,
     RequestHead,
+    ToolResult,
 )
 from igw_core.gateway import Gateway
+from igw_core.mcp.agent import AgentRun
+from igw_core.mcp.catalog import EMPTY, Catalogue
+from igw_core.mcp.loop import AgentLoop
 from igw_core.models import filter_models, parse_model_list
 from igw_core.providers import Provider
 from igw_core.proxy import PREFIX as PROXY_PREFIX
@@ -72,11 +88,13 @@ class State(enum.Enum):
     """Where an exchange is."""
 
     IDLE = "idle"  # waiting for the request head
+    AWAITING_KEYS = "awaiting_keys"  # RefreshKeys emitted: the token's key is unknown
     READING_BODY = "reading_body"  # ReadRequestBody emitted
     AWAITING_PROVIDER = "awaiting_provider"  # CallProvider (streamed) emitted
     RELAYING = "relaying"  # RelayBody emitted
     READING_PROVIDER = "reading_provider"  # ReadProviderBody emitted
     COLLECTING = "collecting"  # buffered CallProviders outstanding
+    AGENT = "agent"  # an MCP agent run (AgentRun) owns the provider and tool calls
     DONE = "done"  # Report emitted; nothing more happens
 
 
@@ -85,6 +103,7 @@ class Flow(enum.Enum):
 
     CHAT = "/v1/chat/completions"
     MODELS = "/v1/models"
+    MCP_TOOLS = "/v1/mcp/tools"
     PROXY = "/proxy"
     OTHER = "other"
 
@@ -93,6 +112,7 @@ class Flow(enum.Enum):
 #: the protocol; ClientGone is accepted in every state but DONE.
 TRANSITIONS: dict[State, dict[type[Event], str]] = {
     State.IDLE: {RequestHead: "_on_head"},
+    State.AWAITING_KEYS: {KeysRefreshed: "_on_keys"},
     State.READING_BODY: {RequestData: "_on_body_data", RequestEnd: "_on_body_end"},
     State.AWAITING_PROVIDER: {ProviderHead: "_on_provider_head", ProviderFailed: "_on_failed"},
     State.RELAYING: {ProviderEnd: "_on_relay_end", ProviderFailed: "_on_relay_failed"},
@@ -102,6 +122,8 @@ TRANSITIONS: dict[State, dict[type[Event], str]] = {
         ProviderFailed: "_on_failed",
     },
     State.COLLECTING: {ProviderResponse: "_on_collected", ProviderFailed: "_on_collected"},
+    State.AGENT: {ProviderHead: "_on_agent", ProviderData: "_on_agent", ProviderEnd: "_on_agent",
+                  ProviderFailed: "_on_agent", ToolResult: "_on_agent"},
     State.DONE: {},
 }
 
@@ -133,8 +155,16 @@ class Exchange:
     :attr:`finished`.
     """
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(
+        self, gateway: Gateway, *, tools: Catalogue = EMPTY, keys: KeySet | None = None
+    ) -> None:
         self.gateway = gateway
+        #: The identity provider's keys as the IO layer holds them now (auth only).
+        self.keys = keys
+        self._head: RequestHead | None = None
+        #: The MCP tools available to this request (a snapshot taken when it arrived).
+        self.tools = tools
+        self._agent: AgentRun | None = None
         self.state = State.IDLE
         self.flow = Flow.OTHER
         self.request_id = ""
@@ -191,6 +221,47 @@ class Exchange:
         self._query = head.query
         self._headers = head.headers
         self._started = head.now
+        self._head = head
+        if head.path == "/health":
+            self._require(head.method, ("GET",))
+            return self._respond_json(200, {"message": "OK"}, head.now)
+        if self.gateway.settings.auth_enable:
+            try:
+                self._authenticate(head)
+            except AuthFailure as failure:
+                if failure.reason in (AuthReason.UNKNOWN_KID, AuthReason.NO_KEYS):
+                    self.state = State.AWAITING_KEYS
+                    return [RefreshKeys(failure.kid or "")]
+                raise self._auth_error(failure) from None
+        return self._route(head)
+
+    def _authenticate(self, head: RequestHead) -> None:
+        settings = self.gateway.settings
+        verify_bearer(
+            hdrs.get(head.headers, b"authorization"), self.keys,
+            issuer=settings.auth_oidc_issuer, audience=settings.auth_oidc_client_id,
+            now=head.wall,
+        )
+
+    def _auth_error(self, failure: AuthFailure) -> GatewayError:
+        log_failure(failure, development=self.gateway.settings.is_development,
+                    request_id=self.request_id)
+        if failure.reason is AuthReason.NO_KEYS:
+            return not_ready_error()
+        return unauthorized_error(failure.reason)
+
+    def _on_keys(self, event: KeysRefreshed) -> list[Effect]:
+        head = self._head
+        assert head is not None
+        self.keys = event.keys
+        self.state = State.IDLE
+        try:
+            self._authenticate(head)
+        except AuthFailure as failure:
+            raise self._auth_error(failure) from None
+        return self._route(head)
+
+    def _route(self, head: RequestHead) -> list[Effect]:
         path, method = head.path, head.method
         settings = self.gateway.settings
         if hdrs.get(head.headers, b"transfer-encoding") is not None and (
@@ -199,9 +270,6 @@ class Exchange:
             # RFC 9112 §6.1: ambiguous framing, the classic request-smuggling vector.
             raise BadRequest("request has both Content-Length and Transfer-Encoding",
                              code="ambiguous_framing")
-        if path == "/health":
-            self._require(method, ("GET",))
-            return self._respond_json(200, {"message": "OK"}, head.now)
         if path == "/v1/models":
             self.flow = Flow.MODELS
             self._require(method, ("GET",))
@@ -215,6 +283,10 @@ class Exchange:
             name, _ = split_proxy_path(path)
             self._provider = lookup_provider(self.gateway.providers, name)
             return self._start_reading(head)
+        if path == "/v1/mcp/tools":
+            self.flow = Flow.MCP_TOOLS
+            self._require(method, ("GET",))
+            return self._list_tools(head.now)
         raise NotFound(f"no route for {method} {path}")
 
     def _require(self, method: str, allowed: tuple[str, ...]) -> None:
@@ -279,6 +351,8 @@ class Exchange:
             (b"x-request-id", self.request_id.encode()),
             *provider.auth_headers(),
         ]
+        if self._use_agent():
+            return self._start_agent(plan, headers)
         self.state = State.AWAITING_PROVIDER
         url = provider.url(provider.spec.chat_path)
         return [CallProvider(0, provider.id, "POST", url, headers, plan.body)]
@@ -364,6 +438,43 @@ class Exchange:
                    "status": status,
                    "body": scrub(truncate_body_text(body, words=words), self.gateway.secrets)},
         )
+
+    # -- mcp ---------------------------------------------------------------
+
+    def _use_agent(self) -> bool:
+        """Whether MCP tools apply: on, some available, and no ``X-MCP-Bypass: true``."""
+        if not (self.gateway.settings.mcp_enable and self.tools):
+            return False
+        bypass = hdrs.get(self._headers, b"x-mcp-bypass")
+        return bypass is None or bypass.strip().lower() != b"true"
+
+    def _start_agent(self, plan: ChatPlan, headers: Headers) -> list[Effect]:
+        provider = plan.route.provider
+        loop = AgentLoop(plan.request, self.tools, stream=plan.stream)
+        self._agent = AgentRun(loop, provider, provider.url(provider.spec.chat_path), headers,
+                               self.request_id, self.gateway.secrets)
+        self._streamed = plan.stream
+        self.state = State.AGENT
+        return self._agent.start(self._started)
+
+    def _on_agent(self, event: Event) -> list[Effect]:
+        agent = self._agent
+        assert agent is not None
+        try:
+            effects = agent.receive(event)
+        finally:
+            self._head_sent = agent.head_sent
+            self._status = agent.status
+        if not agent.finished:
+            return effects
+        now: float = getattr(event, "now", self._started)
+        return [*effects, *self._finish(agent.status, now, usage=agent.usage, error=agent.error)]
+
+    def _list_tools(self, now: float) -> list[Effect]:
+        if not self.gateway.settings.mcp_expose:
+            raise Forbidden("the MCP tool list is not exposed; set MCP_EXPOSE=true to list it",
+                            code="mcp_not_exposed")
+        return self._respond_json(200, self.tools.listing(), now)
 
     # -- proxy -------------------------------------------------------------
 
@@ -479,6 +590,7 @@ class Exchange:
             usage=usage,
             counted=self.flow in (Flow.CHAT, Flow.MODELS),
             error=error,
+            tool_calls=tuple(self._agent.tool_calls) if self._agent is not None else (),
         )
         return [Report(record)]
 

@@ -30,7 +30,10 @@ def parse_model_list(provider_id: str, body: bytes) -> list[dict[str, Any]]:
     Raises:
         ValueError: the body is not JSON.
     """
-    parsed = json.loads(body)
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        raise ValueError("model list nested too deeply") from None
     out: list[dict[str, Any]] = []
     for entry in _entries(parsed):
         if isinstance(entry, str):

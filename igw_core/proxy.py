@@ -34,7 +34,12 @@ def proxy_url(provider: Provider, rest: str, query: str) -> str:
 
 
 def proxy_headers(client: Headers, provider: Provider) -> list[tuple[bytes, bytes]]:
-    """Return the client's headers minus hop-by-hop and credentials, plus the provider's auth."""
+    """Return the client's headers minus hop-by-hop and credentials, plus the provider's auth.
+
+    A provider header the client already sent (e.g. ``anthropic-version``) is
+    not added a second time: the client's own value is forwarded unchanged.
+    """
     out = end_to_end(client, drop=CLIENT_CREDENTIALS)
-    out.extend(provider.auth_headers())
+    sent = {name for name, _ in out}
+    out.extend(h for h in provider.auth_headers() if h[0] not in sent)
     return out

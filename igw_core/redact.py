@@ -58,10 +58,6 @@ def truncate_body_text(body: bytes, *, words: int) -> str:
 
     JSON bodies keep their shape; anything else is cut as plain text.
     """
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return _cut_words(body.decode("utf-8", "replace"), max(words, 1) * 20)
 
     def walk(value: Any) -> Any:
         if isinstance(value, str):
@@ -72,7 +68,11 @@ def truncate_body_text(body: bytes, *, words: int) -> str:
             return {k: walk(v) for k, v in value.items()}
         return value
 
-    return json.dumps(walk(parsed), ensure_ascii=False)
+    try:
+        return json.dumps(walk(json.loads(body)), ensure_ascii=False)
+    except (ValueError, RecursionError):
+        # Not JSON, or nested too deeply to walk: shown as plain text.
+        return _cut_words(body.decode("utf-8", "replace"), max(words, 1) * 20)
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:

@@ -24,6 +24,21 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallFact:
+    """One MCP tool call the gateway executed during an exchange.
+
+    Fields:
+        name: the tool's name as its MCP server lists it (without the ``mcp_`` prefix).
+        ok: whether the call returned a result (``False`` for an error or a timeout).
+        duration: seconds the call took, from the clock the core was given.
+    """
+
+    name: str
+    ok: bool
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
 class ExchangeRecord:
     """What one request did.
 
@@ -41,6 +56,7 @@ class ExchangeRecord:
         first_byte: monotonic time of the first body byte sent to the client.
         usage: token counts, when the provider reported them.
         counted: whether telemetry counts this exchange (not ``/proxy``/``/health``).
+        tool_calls: the MCP tool calls executed for this exchange, in order.
         error: a short reason for a refusal or failure, ``""`` on success.
     """
 
@@ -58,6 +74,7 @@ class ExchangeRecord:
     usage: Usage | None = None
     counted: bool = True
     error: str = ""
+    tool_calls: tuple[ToolCallFact, ...] = ()
 
     @property
     def duration(self) -> float:

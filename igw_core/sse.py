@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+_BOM = b"\xef\xbb\xbf"
+
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
@@ -28,7 +30,7 @@ class SSEEvent:
 class SSEParser:
     """Turns event-stream bytes, fed in arbitrary pieces, into :class:`SSEEvent` s."""
 
-    __slots__ = ("_buffer", "_data", "_event", "_has_data", "_last_id", "_skip_lf")
+    __slots__ = ("_buffer", "_data", "_event", "_has_data", "_last_id", "_skip_lf", "_started")
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -37,6 +39,7 @@ class SSEParser:
         self._event = ""
         self._last_id: str | None = None
         self._skip_lf = False
+        self._started = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume ``chunk`` and return the events it completed, in order."""
@@ -48,11 +51,23 @@ class SSEParser:
             chunk = chunk[1:]
         self._skip_lf = False
         buffer += chunk
+        if not self._started:
+            # One leading byte order mark is ignored, even when split across chunks.
+            if _BOM.startswith(buffer):
+                return events
+            self._started = True
+            if buffer.startswith(_BOM):
+                del buffer[:3]
         start = 0
         size = len(buffer)
+        cr = buffer.find(b"\r")
+        lf = buffer.find(b"\n")
         while start < size:
-            cr = buffer.find(b"\r", start)
-            lf = buffer.find(b"\n", start)
+            # Search again only past a consumed line end, so a chunk is scanned once.
+            if 0 <= cr < start:
+                cr = buffer.find(b"\r", start)
+            if 0 <= lf < start:
+                lf = buffer.find(b"\n", start)
             if cr == -1 and lf == -1:
                 break
             if cr == -1 or (lf != -1 and lf < cr):

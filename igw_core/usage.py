@@ -40,12 +40,14 @@ def usage_from_body(body: bytes) -> Usage | None:
     while at != -1:
         # The usage object is a member of the enclosing response object; parse
         # just that member's value.
-        colon = body.find(b":", at + len(_USAGE_KEY))
-        if colon != -1:
+        end = at + len(_USAGE_KEY)
+        colon = body.find(b":", end)
+        # Only a key is followed by a colon: a "usage" string value is not.
+        if colon != -1 and not body[end:colon].strip():
             try:
                 rest = body[colon + 1 :].decode("utf-8", "replace").lstrip()
                 value, _ = json.JSONDecoder().raw_decode(rest)
-            except ValueError:
+            except (ValueError, RecursionError):
                 value = None
             found = usage_from_object({"usage": value})
             if found is not None:

@@ -15,8 +15,10 @@ from igw_core.errors import BadRequest
 _IMAGE_PART_TYPES = frozenset({"image_url", "image", "input_image"})
 
 # Every image part names one of these in its raw JSON, unless the JSON hides
-# the word behind \u escapes, which the fast test treats as "maybe".
-_NEEDLES = (b"image", b"\\u")
+# the word behind \u escapes, which the fast test treats as "maybe". json.loads
+# also accepts UTF-16 and UTF-32 bodies, whose ASCII characters carry NUL bytes
+# (UTF-8 JSON never holds a raw NUL), so a NUL byte is a "maybe" too.
+_NEEDLES = (b"image", b"\\u", b"\x00")
 
 #: Models known to accept text only, by lower-case name prefix.
 TEXT_ONLY_MODEL_PREFIXES: tuple[str, ...] = (
@@ -48,7 +50,8 @@ def _part_is_image(part: Any) -> bool:
     if not isinstance(part, dict):
         return False
     kind = part.get("type")
-    if kind in _IMAGE_PART_TYPES:
+    # ``type`` may be any JSON value; a list or object is unhashable.
+    if isinstance(kind, str) and kind in _IMAGE_PART_TYPES:
         return True
     return kind is None and ("image_url" in part or "image" in part)
 

@@ -19,9 +19,11 @@ from anyio.streams.memory import MemoryObjectSendStream
 from igw_core.effects import (
     Abort,
     CallProvider,
+    CallTool,
     Effect,
     ReadProviderBody,
     ReadRequestBody,
+    RefreshKeys,
     RelayBody,
     Report,
     SendData,
@@ -31,6 +33,7 @@ from igw_core.effects import (
 from igw_core.events import (
     ClientGone,
     Event,
+    KeysRefreshed,
     ProviderData,
     ProviderEnd,
     ProviderFailed,
@@ -39,12 +42,16 @@ from igw_core.events import (
     RequestData,
     RequestEnd,
     RequestHead,
+    ToolResult,
 )
 from igw_core.exchange import MAX_BUFFERED_RESPONSE, Exchange
 from igw_core.gateway import Gateway
+from igw_core.mcp.catalog import EMPTY
 from igw_core.report import ExchangeRecord
 from igw_core.responses import error_body
 from igw_io.channel import ClientChannel, ClientDisconnected
+from igw_io.mcp import MCPManager
+from igw_io.oidc import OIDCKeys
 from igw_io.upstream import Upstream, UpstreamFailure, UpstreamResponse
 
 log = logging.getLogger("igw.driver")
@@ -55,9 +62,12 @@ class _Run:
 
     def __init__(
         self, exchange: Exchange, channel: ClientChannel, upstream: Upstream,
-        clock: Callable[[], float],
+        clock: Callable[[], float], mcp: MCPManager | None = None,
+        oidc: OIDCKeys | None = None,
     ) -> None:
         self.exchange = exchange
+        self.mcp = mcp
+        self.oidc = oidc
         self.channel = channel
         self.upstream = upstream
         self.clock = clock
@@ -86,8 +96,14 @@ class _Run:
                 tg.start_soon(self.call_buffered, effect)
             else:
                 await self.call_streamed(effect)
+        elif isinstance(effect, CallTool):
+            self.background += 1
+            tg.start_soon(self.call_tool, effect)
         elif isinstance(effect, ReadRequestBody):
             await self.read_request()
+        elif isinstance(effect, RefreshKeys):
+            keys = await self.oidc.refresh_for_kid(effect.kid) if self.oidc else None
+            self.feed(KeysRefreshed(keys))
         elif isinstance(effect, ReadProviderBody):
             await self.read_provider(effect.call)
         elif isinstance(effect, Report):
@@ -143,6 +159,18 @@ class _Run:
         assert self.send_events is not None
         await self.send_events.send(event)
 
+    async def call_tool(self, call: CallTool) -> None:
+        if self.mcp is None:
+            ok, text = False, "MCP is not enabled on this gateway"
+        else:
+            try:
+                ok, text = await self.mcp.call_tool(call.server, call.tool, call.arguments)
+            except Exception as exc:  # the model gets a readable result, not a failed request
+                log.exception("mcp tool call failed unexpectedly")
+                ok, text = False, f"internal error calling {call.tool}: {exc}"
+        assert self.send_events is not None
+        await self.send_events.send(ToolResult(call.call, ok, text, self.clock()))
+
     async def relay(self, effect: RelayBody) -> None:
         response = self.responses.pop(effect.call)
         tap = effect.tap
@@ -167,6 +195,10 @@ class _Run:
         try:
             async for chunk in response.chunks():
                 self.feed(ProviderData(call, chunk))
+                # Bytes made from a body being read (an agent loop's stream) go out now.
+                while self.effects and isinstance(head := self.effects[0], SendData):
+                    self.effects.popleft()
+                    await self.channel.send_data(head.data)
         except UpstreamFailure as failure:
             self.feed(ProviderFailed(call, failure.reason, failure.detail, self.clock()))
             return
@@ -186,13 +218,20 @@ async def drive(
     channel: ClientChannel,
     head: RequestHead,
     clock: Callable[[], float],
+    *,
+    mcp: MCPManager | None = None,
+    oidc: OIDCKeys | None = None,
 ) -> ExchangeRecord:
     """Run one request through the core and return what it reported.
 
     Never raises for anything the client or a provider does: a client that
-    leaves is reported with status 499 and its provider calls are cancelled.
+    leaves is reported with status 499 and its provider and tool calls are
+    cancelled. With ``mcp``, the exchange gets its current tool catalogue and
+    its ``CallTool`` effects are performed concurrently.
     """
-    run = _Run(Exchange(gateway), channel, upstream, clock)
+    tools = await mcp.available_tools() if mcp is not None else EMPTY
+    keys = oidc.current() if oidc is not None else None
+    run = _Run(Exchange(gateway, tools=tools, keys=keys), channel, upstream, clock, mcp, oidc)
     run.feed(head)
     if run.exchange.finished:  # answered from the head alone: no IO to watch
         for effect in run.effects:
@@ -251,11 +290,14 @@ async def serve(
     channel: ClientChannel,
     head: RequestHead,
     clock: Callable[[], float],
+    *,
+    mcp: MCPManager | None = None,
+    oidc: OIDCKeys | None = None,
 ) -> ExchangeRecord:
     """Like :func:`drive`, but a bug becomes a logged 500 instead of an exception."""
     tracker = _HeadTracker(channel)
     try:
-        return await drive(gateway, upstream, tracker, head, clock)
+        return await drive(gateway, upstream, tracker, head, clock, mcp=mcp, oidc=oidc)
     except Exception:
         log.exception("unhandled error serving request")
         try:

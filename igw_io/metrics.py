@@ -252,7 +252,9 @@ def _match_value_class(multiprocess: bool) -> None:
     keep process-local values that the multiprocess collector never sees.
     """
     if getattr(values.ValueClass, "_multiprocess", False) != multiprocess:
-        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        values.ValueClass = (
+            values.MultiProcessValue() if multiprocess else values.MutexValue  # type: ignore[no-untyped-call]
+        )
 
 
 class _QuietHandler(WSGIRequestHandler):

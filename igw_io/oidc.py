@@ -79,6 +79,10 @@ class OIDCKeys:
         timeout: bound on each HTTP request (connect to last byte).
         max_bytes: largest discovery or JWKS body accepted.
         ssl_context: TLS settings for an https issuer (default: system CAs).
+
+    Attributes:
+        last_error: why the last fetch failed (``None`` after a success), for status pages.
+        fetches: how many fetches were started, for tests and diagnostics.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class OIDCKeys:
     ) -> None:
         self.issuer = issuer
         self.discovery_url = discovery_url(issuer)
+        self._shown_issuer = _safe_url(issuer)
         self._clock = clock
         self._refetch_window = refetch_window
         self._refresh_interval = refresh_interval
@@ -200,7 +205,10 @@ class OIDCKeys:
             await self._inflight.wait()
             return self._inflight_ok
         event = self._inflight = anyio.Event()
-        self._last_fetch = self._clock()
+        if why != "background":
+            # Only request-driven fetches use up the window: a rotation right after
+            # the background load must still be picked up by the first new token.
+            self._last_fetch = self._clock()
         ok = False
         try:
             # A request that gives up must not abort the fetch others wait on;
@@ -219,7 +227,7 @@ class OIDCKeys:
             keys = await self._fetch(full=full)
         except KeyFetchError as exc:
             self.last_error = str(exc)
-            extra: dict[str, object] = {"issuer": self.issuer, "why": why, "error": str(exc)}
+            extra: dict[str, object] = {"issuer": self._shown_issuer, "why": why, "error": str(exc)}
             if retry_in is not None:
                 extra["retry_in_s"] = retry_in
             if exc.mismatch:
@@ -235,7 +243,7 @@ class OIDCKeys:
             level,
             "oidc keys loaded",
             extra={
-                "issuer": self.issuer,
+                "issuer": self._shown_issuer,
                 "jwks_uri": _safe_url(self._jwks_uri or ""),
                 "kids": list(keys.kids),
                 "why": why,
@@ -257,14 +265,15 @@ class OIDCKeys:
             advertised = doc.get("issuer")
             if advertised != self.issuer:
                 raise KeyFetchError(
-                    f"AUTH_OIDC_ISSUER is {self.issuer!r} but {self.discovery_url} "
-                    f"says issuer {advertised!r}; they must be equal byte for byte",
+                    f"AUTH_OIDC_ISSUER is {self._shown_issuer!r} but "
+                    f"{_safe_url(self.discovery_url)} says issuer {advertised!r}; "
+                    "they must be equal byte for byte",
                     mismatch=True,
                 )
             jwks_uri = doc.get("jwks_uri")
             if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("http://", "https://")):
                 raise KeyFetchError(
-                    f"{self.discovery_url} has no usable jwks_uri (got {jwks_uri!r})"
+                    f"{_safe_url(self.discovery_url)} has no usable jwks_uri (got {jwks_uri!r})"
                 )
             self._jwks_uri = jwks_uri
         jwks_uri = self._jwks_uri

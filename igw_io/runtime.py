@@ -23,7 +23,9 @@ from igw_core.report import ExchangeRecord
 from igw_io.channel import ClientChannel
 from igw_io.driver import serve
 from igw_io.logs import request_context
+from igw_io.mcp import MCPManager
 from igw_io.metrics import Metrics, open_listener
+from igw_io.oidc import OIDCKeys
 from igw_io.upstream import Upstream
 
 log = logging.getLogger("igw")
@@ -44,6 +46,11 @@ class Runtime:
         #: Whether :meth:`running` serves ``/metrics``; the ``--workers`` supervisor,
         #: which serves the sum over its workers itself, turns it off in each worker.
         self.serve_metrics = settings.telemetry_enable
+        #: The MCP servers' sessions and tool catalogue, with ``MCP_ENABLE=true``.
+        self.mcp: MCPManager | None = MCPManager(settings) if settings.mcp_enable else None
+        self.oidc: OIDCKeys | None = (
+            OIDCKeys.from_settings(settings) if settings.auth_enable else None
+        )
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[TaskGroup]:
@@ -60,6 +67,10 @@ class Runtime:
         try:
             async with anyio.create_task_group() as tg:
                 self.background = tg
+                if self.mcp is not None:
+                    tg.start_soon(self.mcp.run)
+                if self.oidc is not None:
+                    tg.start_soon(self.oidc.run)
                 listener = None
                 if self.metrics is not None and self.serve_metrics:
                     listener = open_listener(self.metrics, self.settings.server_host,
@@ -99,7 +110,8 @@ class Runtime:
         Every log line emitted while serving it carries its request id.
         """
         with request_context(request_id_of(head)):
-            record = await serve(self.gateway, self.upstream, channel, head, self.clock)
+            record = await serve(self.gateway, self.upstream, channel, head, self.clock,
+                                 mcp=self.mcp, oidc=self.oidc)
             self.record(record)
         return record
 
@@ -124,3 +136,7 @@ class Runtime:
     async def aclose(self) -> None:
         """Close the upstream pool."""
         await self.upstream.aclose()
+        if self.mcp is not None:
+            await self.mcp.aclose()
+        if self.oidc is not None:
+            await self.oidc.aclose()

@@ -1,0 +1,114 @@
+"""Log lines: the request id on every line of a request, secrets never written."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from igw_core.config import load_settings
+from igw_io.logs import (
+    HumanFormatter,
+    JsonFormatter,
+    RequestIdFilter,
+    request_context,
+    secrets_of,
+)
+
+SECRET = 'sk-live-"quoted"\\slash-ü'
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter((SECRET,)))
+    handler.addFilter(RequestIdFilter())
+    logger = logging.getLogger("igw.test-logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger, stream
+    logger.removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_every_line_inside_a_request_carries_its_id_and_lines_outside_do_not(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = captured
+    logger.info("before")
+
+    async def serve() -> None:
+        async def background() -> None:
+            logger.warning("from a task the request started")
+
+        with request_context("req-42"):
+            logger.debug("inside")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(background)
+            logger.info("explicit", extra={"request_id": "req-42"})
+
+    anyio.run(serve)
+    logger.info("after")
+    out = lines(stream)
+    assert [line.get("request_id") for line in out] == [None, "req-42", "req-42", "req-42",
+                                                        None]
+
+
+def test_concurrent_requests_keep_their_own_ids(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = captured
+
+    async def one(request_id: str) -> None:
+        with request_context(request_id):
+            for _ in range(3):
+                logger.info("step", extra={"expected": request_id})
+                await anyio.sleep(0)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for request_id in ("a", "b", "c"):
+                tg.start_soon(one, request_id)
+
+    anyio.run(main)
+    out = lines(stream)
+    assert len(out) == 9
+    assert all(line["request_id"] == line["expected"] for line in out)
+
+
+def test_json_lines_have_level_ts_msg_and_mask_secrets_even_when_escaped(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = captured
+    logger.error("upstream said %s", f"bad key {SECRET}", extra={"body": {"key": SECRET}})
+    text = stream.getvalue()
+    assert "sk-live" not in text
+    [line] = lines(stream)
+    assert line["level"] == "error" and isinstance(line["ts"], str)
+    assert line["msg"] == "upstream said bad key ***"
+    assert line["body"] == {"key": "***"}
+
+
+def test_human_lines_mask_secrets() -> None:
+    record = logging.LogRecord("igw", logging.INFO, __file__, 1, "key %s", (SECRET,), None)
+    record.request_id = "r1"
+    line = HumanFormatter((SECRET,)).format(record)
+    assert SECRET not in line and "key ***" in line and "request_id=r1" in line
+
+
+def test_secrets_of_lists_provider_keys_and_the_oidc_client_secret() -> None:
+    settings = load_settings({
+        "OPENAI_API_KEY": "sk-a", "GROQ_API_KEY": "gsk-b", "AUTH_ENABLE": "true",
+        "AUTH_OIDC_ISSUER": "https://issuer.example", "AUTH_OIDC_CLIENT_ID": "igw",
+        "AUTH_OIDC_CLIENT_SECRET": "oidc-secret",
+    })
+    assert set(secrets_of(settings)) == {"sk-a", "gsk-b", "oidc-secret"}
