@@ -33,6 +33,10 @@ class ChatPlan:
     body: bytes
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parse a request body that must be a JSON object.
 
@@ -40,7 +44,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         BadRequest: the body is not valid UTF-8 JSON, or not an object.
     """
     try:
-        parsed = json.loads(body)
+        parsed = json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"malformed JSON in request body: {exc}", code="invalid_json") from None
     if not isinstance(parsed, dict):
@@ -83,5 +87,21 @@ def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None) -> Chat
             request["stream_options"] = {**options, "include_usage": True}
             changed = True
     if changed:
-        body = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode()
+        body = _encode(request)
     return ChatPlan(route, stream, request, body)
+
+
+def _encode(request: dict[str, Any]) -> bytes:
+    """Serialise a rewritten request as standard JSON.
+
+    Raises:
+        BadRequest: a number overflows to infinity (``1e400``), which JSON cannot carry.
+    """
+    try:
+        text = json.dumps(request, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise BadRequest("request body has a number out of range", code="invalid_json") from None
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate escape: keep it escaped
+        return json.dumps(request, separators=(",", ":"), allow_nan=False).encode()

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_plus
 
 from igw_core import headers as hdrs
 from igw_core.auth import (
@@ -72,7 +73,7 @@ from igw_core.models import filter_models, parse_model_list
 from igw_core.providers import Provider
 from igw_core.proxy import PREFIX as PROXY_PREFIX
 from igw_core.proxy import proxy_headers, proxy_url, split_proxy_path
-from igw_core.redact import scrub, truncate_body_text, truncate_chat_request
+from igw_core.redact import scrub, scrub_bytes, truncate_body_text, truncate_chat_request
 from igw_core.report import ExchangeRecord, Usage
 from igw_core.responses import error_response, json_bytes, json_response, upstream_error_body
 from igw_core.routing import lookup_provider
@@ -129,6 +130,8 @@ TRANSITIONS: dict[State, dict[type[Event], str]] = {
 
 _STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 _DROP_FROM_UPSTREAM = frozenset({b"set-cookie", b"x-request-id", b"content-encoding"})
+# The gateway's own X-Request-Id replaces the provider's, so the client sees one.
+_DROP_FROM_PROXIED = frozenset({b"x-request-id"})
 _MAX_REQUEST_ID = 128
 
 
@@ -143,7 +146,7 @@ def _query_param(query: str, name: str) -> str | None:
     for pair in query.split("&"):
         key, _, value = pair.partition("=")
         if key == name:
-            return value
+            return unquote_plus(value)
     return None
 
 
@@ -185,6 +188,7 @@ class Exchange:
         self._pending: dict[int, Provider] = {}
         self._collected: dict[int, ProviderResponse | ProviderFailed] = {}
         self._head_sent = False
+        self._error_headers: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -358,9 +362,11 @@ class Exchange:
         return [CallProvider(0, provider.id, "POST", url, headers, plan.body)]
 
     def _on_provider_head(self, event: ProviderHead) -> list[Effect]:
+        if event.call != 0:
+            raise LocalProtocolError(f"no provider call {event.call} is outstanding")
         self._status = event.status
         if self.flow is Flow.PROXY:
-            out = hdrs.end_to_end(event.headers)
+            out = hdrs.end_to_end(event.headers, drop=_DROP_FROM_PROXIED)
             length = hdrs.get(event.headers, b"content-length")
             if length is not None:
                 out.append((b"content-length", length))
@@ -369,6 +375,11 @@ class Exchange:
             self._head_sent = True
             return [SendHead(event.status, out), RelayBody(0)]
         if not 200 <= event.status < 300:
+            # Keep what SDKs need to back off (Retry-After, x-ratelimit-*).
+            self._error_headers = tuple(
+                (k, v) for k, v in event.headers
+                if k == b"retry-after" or k.startswith(b"x-ratelimit-")
+            )
             self.state = State.READING_PROVIDER
             return [ReadProviderBody(0)]
         out = hdrs.end_to_end(event.headers, drop=_DROP_FROM_UPSTREAM)
@@ -397,13 +408,14 @@ class Exchange:
 
     def _on_relay_failed(self, event: ProviderFailed) -> list[Effect]:
         provider = self._provider.id if self._provider else ""
+        detail = scrub(event.detail, self.gateway.secrets)
         log.warning(
             "upstream broke mid-response",
             extra={"request_id": self.request_id, "provider": provider,
-                   "reason": event.reason.value, "detail": event.detail},
+                   "reason": event.reason.value, "detail": detail},
         )
         return [Abort(), *self._finish(self._status, event.now,
-                                       error=f"upstream {event.reason.value}: {event.detail}")]
+                                       error=f"upstream {event.reason.value}: {detail}")]
 
     def _on_provider_data(self, event: ProviderData) -> list[Effect]:
         self._upstream_size += len(event.data)
@@ -416,9 +428,10 @@ class Exchange:
         provider = self._provider.id if self._provider else ""
         if self.gateway.settings.is_development:
             self._log_upstream(self._status, body)
-        out = upstream_error_body(self._status, body, provider)
+        out = scrub_bytes(upstream_error_body(self._status, body, provider),
+                          self.gateway.secrets)
         return [
-            *json_response(self._status, out, self.request_id),
+            *json_response(self._status, out, self.request_id, self._error_headers),
             *self._finish(self._status, event.now, error=f"upstream status {self._status}"),
         ]
 

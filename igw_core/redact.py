@@ -81,3 +81,16 @@ def scrub(text: str, secrets: tuple[str, ...]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+def scrub_bytes(data: bytes, secrets: tuple[str, ...]) -> bytes:
+    """Return ``data`` with every non-empty secret replaced by ``***``.
+
+    A provider that echoes the key in an error message must not hand it to clients.
+    """
+    for secret in secrets:
+        if secret:
+            raw = secret.encode()
+            if raw in data:
+                data = data.replace(raw, b"***")
+    return data

@@ -50,7 +50,7 @@ def upstream_error_body(status: int, body: bytes, provider: str) -> bytes:
     """
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     if isinstance(parsed, dict):
         error = parsed.get("error")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from igw_core.errors import BadRequest
 from igw_core.vision import carries_image, check_vision, may_carry_image, model_lacks_vision
 
-FAST = settings(max_examples=150, deadline=None)
+FAST = settings(max_examples=100, deadline=None)
 
 # --- the reference decision, written from DESIGN §4 and the OpenAI/Anthropic/Responses formats --
 
