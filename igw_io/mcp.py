@@ -429,7 +429,7 @@ class MCPManager:
                                "(MCP_RESPONSE_HEADER_TIMEOUT)")
                 else:
                     try:
-                        if request.expects_response:
+                        if request.expects_response and session.expects(send):
                             outputs += session.receive(
                                 ResponseHead(send, response.status, response.headers))
                             async for chunk in response.aiter_stream():

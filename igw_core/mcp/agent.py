@@ -11,6 +11,7 @@ import enum
 import logging
 from typing import Any
 
+from igw_core import headers as hdrs
 from igw_core.effects import (
     CallProvider,
     CallTool,
@@ -31,7 +32,15 @@ from igw_core.events import (
     ProviderHead,
     ToolResult,
 )
-from igw_core.mcp.loop import AgentLoop, CallModel, CallTools, Decision, Finish, ToolInvocation
+from igw_core.mcp.loop import (
+    AgentLoop,
+    CallModel,
+    CallTools,
+    Decision,
+    Finish,
+    ToolInvocation,
+    stream_of_completion,
+)
 from igw_core.providers import Provider
 from igw_core.redact import scrub
 from igw_core.report import ToolCallFact, Usage
@@ -117,6 +126,8 @@ class AgentRun:
         self._body: list[bytes] = []
         self._size = 0
         self._now = 0.0
+        self._json_answer = False  # a streaming request answered with one JSON body
+        self._error_status = 0
 
     @property
     def finished(self) -> bool:
@@ -179,7 +190,7 @@ class AgentRun:
         self._size = 0
         effects: list[Effect] = []
         if not 200 <= event.status < 300:
-            self.status = event.status
+            self._error_status = event.status
             self.phase = Phase.READING_ERROR
             return [ReadProviderBody(event.call)]
         if self.loop.stream and not self.head_sent:
@@ -187,12 +198,14 @@ class AgentRun:
             self.status = 200
             effects.append(SendHead(200, [*_STREAM_HEAD,
                                           (b"x-request-id", self.request_id.encode())]))
+        content_type = hdrs.get(event.headers, b"content-type") or b""
+        self._json_answer = self.loop.stream and not content_type.startswith(b"text/event-stream")
         self.phase = Phase.READING
         effects.append(ReadProviderBody(event.call))
         return effects
 
     def _on_data(self, event: ProviderData) -> list[Effect]:
-        if self.phase is Phase.READING and self.loop.stream:
+        if self.phase is Phase.READING and self.loop.stream and not self._json_answer:
             out = self.loop.receive_chunk(event.data)
             return [SendData(out)] if out else []
         self._size += len(event.data)
@@ -205,10 +218,14 @@ class AgentRun:
         body = b"".join(self._body)
         self._body = []
         if self.phase is Phase.READING_ERROR:
-            return self._upstream_error(self.status, body)
+            return self._upstream_error(self._error_status, body)
         if self.loop.stream:
+            sent = b""
+            if self._json_answer:
+                sent = self.loop.receive_chunk(stream_of_completion(body))
             out, decision = self.loop.end_stream()
-            return [*([SendData(out)] if out else []), *self._apply(decision)]
+            sent += out
+            return [*([SendData(sent)] if sent else []), *self._apply(decision)]
         if self._size > MAX_BODY:
             self.phase = Phase.DONE
             raise UpstreamUnreachable(
@@ -232,6 +249,7 @@ class AgentRun:
         if self.head_sent:
             return self._fail_late(out, f"upstream status {status}")
         self.phase = Phase.DONE
+        self.status = status
         self.error = f"upstream status {status}"
         return json_response(status, out, self.request_id)
 

@@ -35,6 +35,7 @@ __all__ = [
     "Finish",
     "LoopState",
     "ToolInvocation",
+    "stream_of_completion",
 ]
 
 #: Provider calls per chat request, the first included: at most MAX_ROUNDS - 1 rounds of
@@ -485,6 +486,39 @@ class AgentLoop:
         if "usage" in self._template:
             chunk["usage"] = None
         return encode_data(_dumps(chunk))
+
+
+def stream_of_completion(body: bytes) -> bytes:
+    """Return the event stream equivalent to a whole completion (``b""`` if it is none).
+
+    For a provider that answers a streaming request with one JSON completion: the loop
+    then treats it like any stream.
+    """
+    try:
+        completion = json.loads(body)
+    except ValueError:
+        return b""
+    if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
+        return b""
+    base = {k: v for k, v in completion.items() if k not in ("choices", "usage")}
+    base["object"] = "chat.completion.chunk"
+    events: list[bytes] = []
+    for choice in completion["choices"]:
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        delta = dict(message) if isinstance(message, dict) else {}
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            delta["tool_calls"] = [{**call, "index": n} for n, call in enumerate(calls)
+                                   if isinstance(call, dict)]
+        events.append(encode_data(_dumps({**base, "choices": [{
+            "index": choice.get("index", 0), "delta": delta,
+            "finish_reason": choice.get("finish_reason")}]})))
+    if isinstance(completion.get("usage"), dict):
+        events.append(encode_data(_dumps({**base, "choices": [],
+                                          "usage": completion["usage"]})))
+    return b"".join(events)
 
 
 def _call_name(call: dict[str, Any]) -> str:

@@ -198,3 +198,35 @@ def test_tool_listing_shows_name_description_server_and_schema() -> None:
          "input_schema": {"type": "object"}}]}
     record = effects[-1]
     assert isinstance(record, Report) and record.record.route == "/v1/mcp/tools"
+
+
+def test_streaming_request_answered_with_json_is_streamed_to_the_client() -> None:
+    exchange = Exchange(_gateway(), tools=TOOLS)
+    first = _chat(exchange, {**REQUEST, "stream": True})
+    assert isinstance(first[0], CallProvider)
+    effects = _provider_answers(exchange, first[0].call, _completion(None, [ADD_CALL]), 2.0)
+    assert isinstance(effects[0], SendHead)
+    assert effects[-1] == CallTool(1, SERVER, "add", {"a": 1, "b": 2})
+    again = exchange.receive(ToolResult(1, True, "3", 2.5))
+    assert isinstance(again[0], CallProvider)
+    final = _provider_answers(exchange, again[0].call, _completion("It is 3."), 3.0)
+    data = b"".join(e.data for e in final if isinstance(e, SendData))
+    payloads = [p for p in data.decode().split("\n\n") if p]
+    assert payloads[-1] == "data: [DONE]"
+    assert "It is 3." in data.decode() and "mcp_add" not in data.decode()
+
+
+def test_provider_error_in_a_later_streamed_round_keeps_status_200_and_ends_the_stream() -> None:
+    exchange = Exchange(_gateway(), tools=TOOLS)
+    first = _chat(exchange, {**REQUEST, "stream": True})
+    assert isinstance(first[0], CallProvider)
+    effects = _provider_answers(exchange, first[0].call, _completion(None, [ADD_CALL]), 2.0)
+    again = exchange.receive(ToolResult(1, True, "3", 2.5))
+    assert isinstance(effects[-1], CallTool) and isinstance(again[0], CallProvider)
+    late = _provider_answers(exchange, again[0].call, b'{"error":{"message":"rate limited"}}',
+                             3.0, status=429)
+    assert isinstance(late[0], SendData) and b"rate limited" in late[0].data
+    assert late[0].data.endswith(b"data: [DONE]\n\n")
+    report = late[-1]
+    assert isinstance(report, Report) and report.record.status == 200
+    assert report.record.error == "upstream status 429"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -171,3 +172,28 @@ async def test_without_run_a_due_poll_drops_and_restores_servers(calc: ToolServe
         assert await manager.available_tools()
     finally:
         await manager.aclose()
+
+
+@pytest.mark.anyio
+async def test_asgi_app_without_lifespan_connects_on_its_first_request(calc: ToolServer) -> None:
+    from igw_asgi import create_app
+
+    app = create_app(load_settings({"MCP_ENABLE": "true", "MCP_SERVERS": calc.url,
+                                    "MCP_EXPOSE": "true"}))
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/mcp/tools",
+             "raw_path": b"/v1/mcp/tools", "query_string": b"", "headers": [], "root_path": ""}
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 200
+    body = b"".join(m.get("body", b"") for m in sent[1:])  # type: ignore[misc]
+    assert [t["name"] for t in json.loads(body)["data"]] == ["mcp_add", "mcp_echo", "mcp_fail",
+                                                           "mcp_sleep"]
+    assert app.runtime is not None and app.runtime.mcp is not None
+    await app.runtime.mcp.aclose()

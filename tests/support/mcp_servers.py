@@ -14,7 +14,6 @@ Quick reference::
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
@@ -37,7 +36,7 @@ def free_port() -> int:
 
 
 class ToolServer:
-    """An MCP server with the tools ``add``, ``echo``, ``fail`` and ``sleep`` (plus extras).
+    """An MCP server with the tools ``add``, ``echo``, ``fail`` and ``sleep``.
 
     Args:
         name: the server's name (reported in ``initialize``).
@@ -122,9 +121,10 @@ class ToolServer:
         if server is None or thread is None:
             return
         server.should_exit = True
-        thread.join(10)
-        with contextlib.suppress(Exception):
+        thread.join(5)
+        if thread.is_alive():  # a connection that would not close: stop waiting for it
             server.force_exit = True
+            thread.join(5)
 
     def __enter__(self) -> ToolServer:
         return self.start()
