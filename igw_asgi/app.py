@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from igw_core.config import Settings, load_settings
 from igw_io.channel import ClientDisconnected
-from igw_io.logs import configure_logging
+from igw_io.logs import configure_logging, secrets_of
 from igw_io.runtime import Runtime
 
 Scope = MutableMapping[str, Any]
@@ -109,7 +109,7 @@ class GatewayApp:
             settings = load_settings(os.environ)
             configure_logging(
                 development=settings.is_development,
-                secrets=tuple(p.api_key for p in settings.providers if p.api_key),
+                secrets=secrets_of(settings),
             )
         runtime = Runtime(settings)
         runtime.log_startup()

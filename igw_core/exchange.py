@@ -135,7 +135,8 @@ _DROP_FROM_PROXIED = frozenset({b"x-request-id"})
 _MAX_REQUEST_ID = 128
 
 
-def _request_id(head: RequestHead) -> str:
+def request_id_of(head: RequestHead) -> str:
+    """Return the request's id: the client's ``X-Request-Id`` if sane, else ``fresh_id``."""
     given = hdrs.get(head.headers, b"x-request-id")
     if given and len(given) <= _MAX_REQUEST_ID and all(0x21 <= b <= 0x7E for b in given):
         return given.decode("ascii")
@@ -219,7 +220,7 @@ class Exchange:
     # -- request -----------------------------------------------------------
 
     def _on_head(self, head: RequestHead) -> list[Effect]:
-        self.request_id = _request_id(head)
+        self.request_id = request_id_of(head)
         self._method = head.method
         self._path = head.path
         self._query = head.query
@@ -504,7 +505,8 @@ class Exchange:
     def _start_models(self, now: float) -> list[Effect]:
         name = _query_param(self._query, "provider")
         if name:
-            providers = [lookup_provider(self.gateway.providers, name)]
+            self._provider = lookup_provider(self.gateway.providers, name)
+            providers = [self._provider]
         else:
             providers = [p for p in self.gateway.providers.values() if p.configured]
         if not providers:

@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
@@ -51,6 +51,7 @@ OTHER = "other"
 UNKNOWN_PROVIDER = "unknown"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CHAT_ROUTE = "/v1/chat/completions"
+_Metric = TypeVar("_Metric", Counter, Histogram)
 
 # Buckets: the OpenTelemetry GenAI semantic conventions' advisory boundaries for the
 # gen_ai_* histograms, so dashboards written for OTel exporters line up.
@@ -87,8 +88,8 @@ class _BoundedLabel:
     """Turns an open-ended name into a label value from a set of at most ``limit`` + 1.
 
     A name joins the set only when the caller vouches for it (the provider accepted
-    the model, the tool answered), so a flood of made-up names cannot use up the
-    places of real ones. Everything else is ``other``.
+    the model), so a flood of made-up names cannot use up the places of real ones.
+    Everything else is ``other``.
     """
 
     __slots__ = ("_known", "_limit")
@@ -123,8 +124,9 @@ class Metrics:
     Label values are bounded: ``provider`` is a configured provider id or
     ``unknown``, ``request_path`` a route label, ``request_method`` a standard
     method or ``OTHER``, ``status_code`` ``"100"``..``"599"`` or ``other``, and
-    ``model`` / ``tool_name`` keep their first :data:`MODEL_LABEL_LIMIT` /
-    :data:`TOOL_LABEL_LIMIT` vouched-for names per process, then ``other``.
+    ``model`` keeps the first :data:`MODEL_LABEL_LIMIT` names per process that a
+    provider answered 2xx for, ``tool_name`` the first :data:`TOOL_LABEL_LIMIT`
+    tools executed; anything past that is ``other``.
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class Metrics:
         self._providers = frozenset(p.id for p in settings.providers)
         self._models = _BoundedLabel(model_limit)
         self._tools = _BoundedLabel(tool_limit)
+        self._children: dict[tuple[object, tuple[str, ...]], object] = {}
         self.multiprocess_dir = multiprocess_dir()
         own: CollectorRegistry | None
         _match_value_class(self.multiprocess_dir is not None)
@@ -200,47 +203,53 @@ class Metrics:
         """Count one finished exchange; exchanges with ``counted`` false are ignored."""
         if not record.counted:
             return
+        child = self._child
         provider = record.provider if record.provider in self._providers else UNKNOWN_PROVIDER
         method = record.method if record.method in _METHODS else "OTHER"
         route = record.route if record.route in ROUTE_LABELS else OTHER
         status = record.status
-        ok = 200 <= status < 300
+        status_label = str(status) if 100 <= status <= 599 else OTHER
         duration = max(0.0, record.duration)
-        self.responses.labels(
-            provider, method, route, str(status) if 100 <= status <= 599 else OTHER).inc()
-        self.duration_ms.labels(provider, method, route).observe(duration * 1000.0)
+        child(self.responses, provider, method, route, status_label).inc()
+        child(self.duration_ms, provider, method, route).observe(duration * 1000.0)
         if route != _CHAT_ROUTE:
             return
 
-        model = self._models(record.model, vouched=ok)
-        self.gen_ai_duration.labels(
-            "chat", provider, model, "" if status < 400 else _error_type(status)
-        ).observe(duration)
+        model = self._models(record.model, vouched=200 <= status < 300)
+        child(self.gen_ai_duration, "chat", provider, model,
+              "" if status < 400 else status_label).observe(duration)
         if record.streamed and record.first_byte is not None:
-            self.gen_ai_ttft.labels("chat", provider, model).observe(
+            child(self.gen_ai_ttft, "chat", provider, model).observe(
                 max(0.0, record.first_byte - record.started))
         usage = record.usage
         if usage is not None:
-            self.prompt_tokens.labels(provider, model).inc(usage.prompt_tokens)
-            self.completion_tokens.labels(provider, model).inc(usage.completion_tokens)
-            self.total_tokens.labels(provider, model).inc(usage.total_tokens)
-            self.gen_ai_tokens.labels("chat", provider, model, "input").observe(
+            child(self.prompt_tokens, provider, model).inc(usage.prompt_tokens)
+            child(self.completion_tokens, provider, model).inc(usage.completion_tokens)
+            child(self.total_tokens, provider, model).inc(usage.total_tokens)
+            child(self.gen_ai_tokens, "chat", provider, model, "input").observe(
                 usage.prompt_tokens)
-            self.gen_ai_tokens.labels("chat", provider, model, "output").observe(
+            child(self.gen_ai_tokens, "chat", provider, model, "output").observe(
                 usage.completion_tokens)
         for call in record.tool_calls:
-            labels = (provider, model, self._tools(call.name, vouched=call.ok))
-            self.tool_calls.labels(*labels).inc()
-            (self.tool_successes if call.ok else self.tool_failures).labels(*labels).inc()
-            self.tool_duration.labels(*labels).observe(max(0.0, call.duration))
+            # Only tools from the configured servers' catalogues are executed, so a
+            # failing one is as real as a working one and keeps its name.
+            labels = (provider, model, self._tools(call.name, vouched=True))
+            child(self.tool_calls, *labels).inc()
+            child(self.tool_successes if call.ok else self.tool_failures, *labels).inc()
+            child(self.tool_duration, *labels).observe(max(0.0, call.duration))
+
+    def _child(self, metric: _Metric, *labels: str) -> _Metric:
+        """Return ``metric.labels(*labels)``, cached: the label sets are bounded, and
+        prometheus-client's own lookup costs about a microsecond per call."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return cast(_Metric, found)
 
     def exposition(self) -> bytes:
         """Return :attr:`registry` in the Prometheus text format."""
         return generate_latest(self.registry)
-
-
-def _error_type(status: int) -> str:
-    return str(status) if 100 <= status <= 599 else OTHER
 
 
 def _match_value_class(multiprocess: bool) -> None:

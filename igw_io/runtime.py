@@ -17,7 +17,7 @@ from anyio.abc import TaskGroup
 
 from igw_core.config import Settings, startup_lines
 from igw_core.events import RequestHead
-from igw_core.exchange import _request_id as request_id_of
+from igw_core.exchange import request_id_of
 from igw_core.gateway import Gateway
 from igw_core.report import ExchangeRecord
 from igw_io.channel import ClientChannel
@@ -64,24 +64,22 @@ class Runtime:
         Raises:
             OSError: the metrics port cannot be bound.
         """
+        listener = None
         try:
+            if self.metrics is not None and self.serve_metrics:
+                listener = open_listener(self.metrics, self.settings.server_host,
+                                         self.settings.telemetry_metrics_port)
             async with anyio.create_task_group() as tg:
                 self.background = tg
                 if self.mcp is not None:
                     tg.start_soon(self.mcp.run)
                 if self.oidc is not None:
                     tg.start_soon(self.oidc.run)
-                listener = None
-                if self.metrics is not None and self.serve_metrics:
-                    listener = open_listener(self.metrics, self.settings.server_host,
-                                             self.settings.telemetry_metrics_port)
-                try:
-                    yield tg
-                finally:
-                    if listener is not None:
-                        listener.close()
+                yield tg
                 tg.cancel_scope.cancel()
         finally:
+            if listener is not None:
+                listener.close()
             self.background = None
             await self.aclose()
 

@@ -63,8 +63,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         from igw_standalone.workers import run_workers
 
         sys.exit(run_workers(settings, args.workers))
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(Server(settings).serve)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            anyio.run(Server(settings).serve)
+    except OSError as error:  # e.g. the port is taken: one clear line, not a traceback
+        print(f"igw: cannot serve: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,15 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import GatewayFactory, RunningGateway, provider_env
-from tests.support.mock_provider import MockProvider, Reply, Status, free_port
+from tests.support.mcp_servers import ToolServer
+from tests.support.mock_provider import (
+    MockProvider,
+    RecordedRequest,
+    Reply,
+    Respond,
+    Status,
+    free_port,
+)
 
 CHAT = "/v1/chat/completions"
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
@@ -61,12 +69,19 @@ def total(snapshot: Snapshot, name: str, **labels: str) -> float:
 
 
 def wait_for(telemetry: Telemetry, condition: Callable[[Snapshot], bool]) -> Snapshot:
-    """Scrape until ``condition`` holds: metrics are recorded just after the response ends."""
+    """Scrape until ``condition`` holds and two scrapes in a row agree.
+
+    Metrics are recorded just after the response ends, one metric after another, so
+    a scrape can land halfway through; the tests send nothing while this waits.
+    """
     deadline = time.monotonic() + 10
+    previous: Snapshot | None = None
     while True:
         snapshot = telemetry.scrape()
-        if condition(snapshot) or time.monotonic() > deadline:
+        settled = snapshot == previous and condition(snapshot)
+        if settled or time.monotonic() > deadline:
             return snapshot
+        previous = snapshot
         time.sleep(0.02)
 
 
@@ -257,6 +272,50 @@ def test_production_logs_are_one_json_object_per_line_without_keys(
 def _json_lines(log: str) -> list[dict[str, object]]:
     """The gateway's own log lines (uvicorn's and the listening banner are not JSON)."""
     return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+
+
+# -- MCP tool calls ----------------------------------------------------------------------
+
+
+def _calls_tool_once(tool: str) -> Respond:
+    """A model that calls ``tool`` on its first turn and answers once it sees the result."""
+    def choose(request: RecordedRequest) -> Reply:
+        if request.json["messages"][-1].get("role") == "tool":
+            return Reply(content="done", usage=USAGE)
+        return Reply(tool_calls=[{"id": "call_1", "function": {"name": tool, "arguments": {}
+                                                                if tool == "mcp_fail" else
+                                                                {"a": 2, "b": 3}}}])
+    return Respond(choose)
+
+
+def test_mcp_tool_calls_are_counted_by_tool_and_outcome(
+    module_gateway_factory: GatewayFactory, module_openai: MockProvider
+) -> None:
+    with ToolServer("calc") as calc:
+        port = free_port()
+        gateway = module_gateway_factory({**telemetry_env(module_openai, port),
+                                          "MCP_ENABLE": "true", "MCP_SERVERS": calc.url,
+                                          "MCP_EXPOSE": "true"})
+        telemetry = Telemetry(gateway, f"http://127.0.0.1:{port}/metrics")
+        deadline = time.monotonic() + 10
+        while b"mcp_add" not in telemetry.request("GET", "/v1/mcp/tools").content:
+            assert time.monotonic() < deadline, "the MCP server's tools never showed up"
+            time.sleep(0.05)
+        client = openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
+        for tool in ("mcp_add", "mcp_add", "mcp_fail"):
+            module_openai.default_behaviour = _calls_tool_once(tool)
+            client.chat.completions.create(model="openai/gpt-4o-mini",
+                                           messages=[{"role": "user", "content": "use it"}])
+        module_openai.default_behaviour = None
+        snapshot = wait_for(telemetry, lambda s: total(s, "llm_tool_calls_total") >= 3)
+    labels = {"provider": "openai", "model": "gpt-4o-mini"}
+    assert total(snapshot, "llm_tool_calls_total", tool_name="add", **labels) == 2
+    assert total(snapshot, "llm_tool_calls_success_total", tool_name="add", **labels) == 2
+    assert total(snapshot, "llm_tool_calls_failure_total", tool_name="add") == 0
+    assert total(snapshot, "llm_tool_calls_total", tool_name="fail", **labels) == 1
+    assert total(snapshot, "llm_tool_calls_failure_total", tool_name="fail", **labels) == 1
+    assert total(snapshot, "llm_tool_call_duration_seconds_count") == 3
+    assert total(snapshot, "llm_responses_total", **CHAT_200) == 3
 
 
 # -- development logs: the request id on every line, no secret in a full run ---------------
