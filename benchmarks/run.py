@@ -268,7 +268,7 @@ def parse_wrk(output: str) -> Load:
         raise ValueError(f"unexpected wrk output:\n{output}")
     percentiles: dict[str, float] = {}
     for pct, value, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.M):
-        percentiles[pct] = float(value) * _WRK_UNITS[unit]
+        percentiles[pct] = round(float(value) * _WRK_UNITS[unit], 3)
     errors = 0
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     if non2xx:
@@ -413,7 +413,7 @@ def table(results: list[Result]) -> str:
              "| server CPU % |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
-        ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}x"
+        ratio = "n/a" if r.ratio is None else f"{r.ratio:.3f}x"
         cpu = "n/a" if r.server_cpu_pct is None else f"{r.server_cpu_pct:.0f}"
         lines.append(f"| {r.scenario} | {r.target} | {r.rps:.0f} | {_fmt(r.p50_ms)} | "
                      f"{_fmt(r.p99_ms)} | {r.errors} | {ratio} | {cpu} |")

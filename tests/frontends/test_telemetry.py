@@ -192,7 +192,7 @@ def test_the_seed_promql_sees_each_status_of_a_provider(
 
     old, new = by_status_and_path(before), by_status_and_path(after)
     increase = {k: new[k] - old.get(k, 0) for k in new if new[k] != old.get(k, 0)}
-    assert increase == {("429", CHAT): 1, ("200", CHAT): 1}
+    assert increase == {("429", CHAT): 1, ("200", CHAT): 1, ("200", "/v1/models"): 1}
     models_get = {"request_method": "GET", "request_path": "/v1/models", "status_code": "200"}
     assert total(after, "llm_responses_total", **models_get) - total(
         before, "llm_responses_total", **models_get) == 1
