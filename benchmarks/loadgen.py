@@ -281,7 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         loop.close()
     if args.json:
-        print(json.dumps(asdict(summary)))
+        fields = {k: None if isinstance(v, float) and math.isnan(v) else v
+                  for k, v in asdict(summary).items()}
+        print(json.dumps(fields))
     else:
         print(f"{summary.requests} requests in {summary.elapsed_s:.2f}s, "
               f"{summary.errors} errors")

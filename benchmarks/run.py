@@ -348,8 +348,10 @@ class Runner:
         if done.returncode != 0:
             raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr}")
         summary = json.loads(done.stdout)
+        nan = float("nan")
         return Load(requests=summary["requests"], errors=summary["errors"], rps=summary["rps"],
-                    p50_ms=summary["p50_ms"], p99_ms=summary["p99_ms"])
+                    p50_ms=nan if summary["p50_ms"] is None else summary["p50_ms"],
+                    p99_ms=nan if summary["p99_ms"] is None else summary["p99_ms"])
 
 
 # -- the run -----------------------------------------------------------------------
@@ -418,6 +420,11 @@ def table(results: list[Result]) -> str:
         lines.append(f"| {r.scenario} | {r.target} | {r.rps:.0f} | {_fmt(r.p50_ms)} | "
                      f"{_fmt(r.p99_ms)} | {r.errors} | {ratio} | {cpu} |")
     return "\n".join(lines)
+
+
+def _json_row(result: Result) -> dict[str, Any]:
+    """``result`` as a JSON object, with NaN (no successful request) as ``null``."""
+    return {k: None if isinstance(v, float) and v != v else v for k, v in asdict(result).items()}
 
 
 def _versions() -> dict[str, str | None]:
@@ -546,8 +553,8 @@ def main(argv: list[str] | None = None) -> None:
             "versions": _versions(),
             "logs": str(RESULTS),
         },
-        "results": [asdict(r) for r in results],
-    }, indent=2) + "\n")
+        "results": [_json_row(r) for r in results],
+    }, indent=2, allow_nan=False) + "\n")
     print(f"\nJSON: {args.output}", file=sys.stderr)
     if any(r.errors for r in results) or failed:
         sys.exit(1)

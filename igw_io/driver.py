@@ -11,6 +11,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskGroup
@@ -212,16 +213,26 @@ class _Run:
         self.responses.clear()
 
 
-async def drive(
-    gateway: Gateway,
-    upstream: Upstream,
-    channel: ClientChannel,
-    head: RequestHead,
-    clock: Callable[[], float],
-    *,
-    mcp: MCPManager | None = None,
-    oidc: OIDCKeys | None = None,
-) -> ExchangeRecord:
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the driver performs effects with, shared by every request of a process.
+
+    Fields:
+        gateway: the core's decision context.
+        upstream: the provider connection pool.
+        clock: the monotonic clock the core's times come from.
+        mcp: the MCP sessions (``MCP_ENABLE=true`` only).
+        oidc: the identity provider's keys (``AUTH_ENABLE=true`` only).
+    """
+
+    gateway: Gateway
+    upstream: Upstream
+    clock: Callable[[], float]
+    mcp: MCPManager | None = None
+    oidc: OIDCKeys | None = None
+
+
+async def drive(services: Services, channel: ClientChannel, head: RequestHead) -> ExchangeRecord:
     """Run one request through the core and return what it reported.
 
     Never raises for anything the client or a provider does: a client that
@@ -229,9 +240,11 @@ async def drive(
     cancelled. With ``mcp``, the exchange gets its current tool catalogue and
     its ``CallTool`` effects are performed concurrently.
     """
+    mcp, oidc, clock = services.mcp, services.oidc, services.clock
     tools = await mcp.available_tools() if mcp is not None else EMPTY
     keys = oidc.current() if oidc is not None else None
-    run = _Run(Exchange(gateway, tools=tools, keys=keys), channel, upstream, clock, mcp, oidc)
+    exchange = Exchange(services.gateway, tools=tools, keys=keys)
+    run = _Run(exchange, channel, services.upstream, clock, mcp, oidc)
     run.feed(head)
     if run.exchange.finished:  # answered from the head alone: no IO to watch
         for effect in run.effects:
@@ -284,20 +297,11 @@ async def drive(
     return run.record
 
 
-async def serve(
-    gateway: Gateway,
-    upstream: Upstream,
-    channel: ClientChannel,
-    head: RequestHead,
-    clock: Callable[[], float],
-    *,
-    mcp: MCPManager | None = None,
-    oidc: OIDCKeys | None = None,
-) -> ExchangeRecord:
+async def serve(services: Services, channel: ClientChannel, head: RequestHead) -> ExchangeRecord:
     """Like :func:`drive`, but a bug becomes a logged 500 instead of an exception."""
     tracker = _HeadTracker(channel)
     try:
-        return await drive(gateway, upstream, tracker, head, clock, mcp=mcp, oidc=oidc)
+        return await drive(services, tracker, head)
     except Exception:
         log.exception("unhandled error serving request")
         try:
@@ -312,7 +316,8 @@ async def serve(
         except ClientDisconnected:
             pass
         return ExchangeRecord(request_id=head.fresh_id, method=head.method, route="other",
-                              path=head.path, status=500, started=head.now, ended=clock(),
+                              path=head.path, status=500, started=head.now,
+                              ended=services.clock(),
                               counted=False, error="internal error")
 
 

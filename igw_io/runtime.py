@@ -21,7 +21,7 @@ from igw_core.exchange import request_id_of
 from igw_core.gateway import Gateway
 from igw_core.report import ExchangeRecord
 from igw_io.channel import ClientChannel
-from igw_io.driver import serve
+from igw_io.driver import Services, serve
 from igw_io.logs import request_context
 from igw_io.mcp import MCPManager
 from igw_io.metrics import Metrics, open_listener
@@ -51,6 +51,7 @@ class Runtime:
         self.oidc: OIDCKeys | None = (
             OIDCKeys.from_settings(settings) if settings.auth_enable else None
         )
+        self.services = Services(self.gateway, self.upstream, self.clock, self.mcp, self.oidc)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[TaskGroup]:
@@ -108,8 +109,7 @@ class Runtime:
         Every log line emitted while serving it carries its request id.
         """
         with request_context(request_id_of(head)):
-            record = await serve(self.gateway, self.upstream, channel, head, self.clock,
-                                 mcp=self.mcp, oidc=self.oidc)
+            record = await serve(self.services, channel, head)
             self.record(record)
         return record
 
