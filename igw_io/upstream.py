@@ -15,6 +15,7 @@ from igw_core.config import Settings
 from igw_core.demo import demo_response
 from igw_core.effects import CallProvider
 from igw_core.events import FailureReason
+from igw_io.pool import KeepAlivePool
 
 _TIMEOUTS = (httpcore.TimeoutException, TimeoutError)
 
@@ -107,7 +108,7 @@ async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 
 class Upstream:
-    """The process's provider client: one httpcore pool, limits from ``CLIENT_*``.
+    """The process's provider client: one keep-alive pool, limits from ``CLIENT_*``.
 
     ``CLIENT_RESPONSE_HEADER_TIMEOUT`` (capped by ``CLIENT_TIMEOUT``) bounds the
     wait for a response head; ``CLIENT_TIMEOUT`` bounds connecting and each
@@ -116,11 +117,10 @@ class Upstream:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._pool = httpcore.AsyncConnectionPool(
-            max_connections=None,
-            max_keepalive_connections=max(settings.client_max_idle_conns, 1),
-            keepalive_expiry=settings.client_idle_conn_timeout,
-            retries=0,
+        self._pool = KeepAlivePool(
+            max_idle=settings.client_max_idle_conns,
+            max_idle_per_host=settings.client_max_idle_conns_per_host,
+            keepalive_expiry=settings.client_idle_conn_timeout or None,
         )
         timeout = settings.client_timeout or None
         self._extensions = {

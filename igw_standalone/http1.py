@@ -61,6 +61,7 @@ class H11Connection:
         self.is_shutting_down = is_shutting_down
         self.idle_scope: anyio.CancelScope | None = None
         self.closed = False
+        self._held = b""
 
     # -- socket ------------------------------------------------------------
 
@@ -75,8 +76,14 @@ class H11Connection:
             data = b""
         self.conn.receive_data(data)
 
-    async def _send(self, event: h11._events.Event) -> None:
-        data = self.conn.send(event)
+    async def _send(self, event: h11._events.Event, *, hold: bool = False) -> None:
+        """Send ``event``; with ``hold`` keep its bytes to go out with the next send."""
+        data = self.conn.send(event) or b""
+        if self._held:
+            data, self._held = self._held + data, b""
+        if hold:
+            self._held = data
+            return
         if data:
             try:
                 with anyio.fail_after(self.write_timeout):
@@ -232,7 +239,10 @@ class _Channel:
     async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         if self.c.is_shutting_down():
             headers = [*headers, (b"connection", b"close")]
-        await self.c._send(h11.Response(status_code=status, headers=headers))
+        # A head whose body length is known goes out in one write with the body; an
+        # event stream's head goes out at once, before the first token.
+        hold = any(k == b"content-length" for k, _ in headers)
+        await self.c._send(h11.Response(status_code=status, headers=headers), hold=hold)
 
     async def send_data(self, data: bytes) -> None:
         await self.c._send(h11.Data(data=data))
