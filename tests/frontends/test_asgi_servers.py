@@ -1,0 +1,61 @@
+"""The ASGI app under the other ASGI servers operators use: hypercorn and granian."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpcore
+import openai
+import pytest
+
+from tests.support.mock_provider import MockProvider, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVERS = {
+    "hypercorn": ["-m", "hypercorn", "igw_asgi:app", "--bind", "127.0.0.1:{port}"],
+    "granian": ["-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port",
+                "{port}", "igw_asgi:app"],
+}
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_chat_and_stream_under_server(server: str, mock_openai: MockProvider,
+                                      tmp_path: Path) -> None:
+    pytest.importorskip(server)
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+           "OPENAI_API_URL": mock_openai.base_url, "OPENAI_API_KEY": mock_openai.api_key}
+    command = [sys.executable, *(a.format(port=port) for a in SERVERS[server])]
+    with open(tmp_path / "server.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if httpcore.request("GET", f"http://127.0.0.1:{port}/health").status == 200:
+                        break
+                except httpcore.NetworkError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.1)
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x",
+                                   max_retries=0)
+            answer = client.chat.completions.create(
+                model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+            assert answer.choices[0].message.content == "echo: hello"
+            text = "".join(
+                chunk.choices[0].delta.content or ""
+                for chunk in client.chat.completions.create(
+                    model="openai/gpt-4o-mini", stream=True,
+                    messages=[{"role": "user", "content": "stream it"}])
+                if chunk.choices
+            )
+            assert text == "echo: stream it"
+        finally:
+            process.terminate()
+            process.wait(15)
