@@ -150,3 +150,25 @@ def test_http2_prior_knowledge_with_large_bodies(gateway: RunningGateway,
         big = b"y" * 100_000  # over the 2048-byte limit: refused while flow control runs
         response = pool.request("POST", gateway.url + "/v1/chat/completions", content=big)
         assert response.status == 413
+
+
+def test_slow_client_gets_408_and_idle_connection_is_closed(
+    gateway_factory: GatewayFactory, frontend: str
+) -> None:
+    if frontend != "standalone":
+        pytest.skip("the ASGI server owns its connection timeouts")
+    gateway = gateway_factory({"IGW_DEMO": "true", "SERVER_READ_TIMEOUT": "1s",
+                               "SERVER_IDLE_TIMEOUT": "1s"})
+    # A body that never arrives: 408 once the read timeout passes.
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"model\":")
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - started < 8
+    # A keep-alive connection with nothing to do is closed after the idle timeout.
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200" in sock.recv(65536)
+        assert sock.recv(65536) == b""
