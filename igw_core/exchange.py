@@ -227,6 +227,12 @@ class Exchange:
         self._headers = head.headers
         self._started = head.now
         self._head = head
+        if hdrs.get(head.headers, b"transfer-encoding") is not None and (
+            hdrs.get(head.headers, b"content-length") is not None
+        ):
+            # RFC 9112 §6.1: ambiguous framing, the classic request-smuggling vector.
+            raise BadRequest("request has both Content-Length and Transfer-Encoding",
+                             code="ambiguous_framing")
         if head.path == "/health":
             self._require(head.method, ("GET",))
             return self._respond_json(200, {"message": "OK"}, head.now)
@@ -269,12 +275,6 @@ class Exchange:
     def _route(self, head: RequestHead) -> list[Effect]:
         path, method = head.path, head.method
         settings = self.gateway.settings
-        if hdrs.get(head.headers, b"transfer-encoding") is not None and (
-            hdrs.get(head.headers, b"content-length") is not None
-        ):
-            # RFC 9112 §6.1: ambiguous framing, the classic request-smuggling vector.
-            raise BadRequest("request has both Content-Length and Transfer-Encoding",
-                             code="ambiguous_framing")
         if path == "/v1/models":
             self.flow = Flow.MODELS
             self._require(method, ("GET",))
