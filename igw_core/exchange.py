@@ -395,7 +395,9 @@ class Exchange:
         out.append((b"x-request-id", self.request_id.encode()))
         settings = self.gateway.settings
         keep = 64 * 1024 if settings.is_development else 0
-        self._tap = ResponseTap(keep_head=keep)
+        length = hdrs.get(event.headers, b"content-length")
+        expected = int(length) if length is not None and length.isdigit() else None
+        self._tap = ResponseTap(keep_head=keep, expected=expected)
         self.state = State.RELAYING
         self._head_sent = True
         return [SendHead(event.status, out), RelayBody(0, self._tap)]
@@ -575,6 +577,10 @@ class Exchange:
                 *self._finish(error.status, now, error=error.message)]
 
     def _on_client_gone(self, event: ClientGone) -> list[Effect]:
+        tap = self._tap
+        if self.state is State.RELAYING and tap is not None and tap.complete:
+            # It left after the whole answer reached it: served, not abandoned.
+            return self._finish(self._status, event.now, usage=tap.usage())
         return self._finish(499, event.now, error="client disconnected")
 
     def _finish(

@@ -14,6 +14,7 @@ from igw_core.report import Usage
 
 _USAGE_KEY = b'"usage"'
 _TAIL = 16384
+_DONE = b"data: [DONE]"
 
 
 def usage_from_object(obj: Any) -> Usage | None:
@@ -59,12 +60,13 @@ def usage_from_body(body: bytes) -> Usage | None:
 class ResponseTap:
     """Watches a relayed response body: usage from its tail, a debug copy of its head."""
 
-    __slots__ = ("_head", "_head_limit", "_tail", "seen")
+    __slots__ = ("_expected", "_head", "_head_limit", "_tail", "seen")
 
-    def __init__(self, *, keep_head: int = 0) -> None:
+    def __init__(self, *, keep_head: int = 0, expected: int | None = None) -> None:
         self._tail = bytearray()
         self._head = bytearray()
         self._head_limit = keep_head
+        self._expected = expected
         self.seen = 0
 
     def feed(self, data: bytes) -> None:
@@ -85,3 +87,14 @@ class ResponseTap:
     def usage(self) -> Usage | None:
         """Return the usage the body reported, if any."""
         return usage_from_body(bytes(self._tail))
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole answer went by: all declared bytes, or the final ``[DONE]``.
+
+        A client may close the moment it has the answer, before the provider's
+        connection signals the end; that client was served, not abandoned.
+        """
+        if self._expected is not None:
+            return self.seen >= self._expected
+        return self._tail.rstrip().endswith(_DONE)

@@ -1078,3 +1078,32 @@ def test_upstream_body_is_always_standard_json(number: bytes) -> None:
 
 def test_deeply_nested_upstream_error_body_is_answered_not_raised() -> None:
     error_of(_to_upstream(500, b"[" * 100_000), 500)
+
+
+def _relay_then_leave(body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    exchange = Exchange(GATEWAY)
+    exchange.receive(RequestHead("POST", "/v1/chat/completions", "", [], 0.0, 0.0, "id1"))
+    request = b'{"model":"openai/gpt-4o-mini","stream":true,"messages":[]}'
+    exchange.receive(RequestData(request))
+    exchange.receive(RequestEnd())
+    effects = exchange.receive(ProviderHead(0, 200, headers, 0.1))
+    relay = next(e for e in effects if isinstance(e, RelayBody))
+    assert relay.tap is not None
+    relay.tap.feed(body)
+    (report,) = exchange.receive(ClientGone(0.2))
+    assert isinstance(report, Report)
+    return report.record.status
+
+
+def test_a_client_that_leaves_after_the_final_event_was_served() -> None:
+    sse = [(b"content-type", b"text/event-stream")]
+    assert _relay_then_leave(b'data: {"choices":[]}\n\ndata: [DONE]\n\n', sse) == 200
+    assert _relay_then_leave(b'data: {"choices":[]}\n\n', sse) == 499
+
+
+def test_a_client_that_leaves_after_every_declared_byte_was_served() -> None:
+    body = b'{"choices":[]}'
+    json_head = [(b"content-type", b"application/json"),
+                 (b"content-length", str(len(body)).encode())]
+    assert _relay_then_leave(body, json_head) == 200
+    assert _relay_then_leave(body[:5], json_head) == 499
