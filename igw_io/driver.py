@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -56,65 +56,6 @@ from igw_io.oidc import OIDCKeys
 from igw_io.upstream import Upstream, UpstreamFailure, UpstreamResponse
 
 log = logging.getLogger("igw.driver")
-
-
-_EVENT_STREAM = b"text/event-stream"
-# Pieces read ahead of a slow client before the relay stops reading the provider.
-_READ_AHEAD = 64
-
-
-def _is_event_stream(response: UpstreamResponse) -> bool:
-    content_type = next((v for k, v in response.headers if k.lower() == b"content-type"), b"")
-    return content_type.startswith(_EVENT_STREAM)
-
-
-async def _relay_coalesced(
-    response: UpstreamResponse, deliver: Callable[[bytes], Awaitable[None]]
-) -> None:
-    """Pass ``response``'s body to ``deliver``, joining the pieces that are already in.
-
-    A provider's event stream arrives as many small chunks, often several per
-    socket read; sending each on its own costs a write and an event-loop turn
-    apiece. A reader task pulls pieces as they come, and each delivery carries
-    everything that arrived since the last one, so nothing waits longer than
-    it would unjoined.
-
-    Raises:
-        UpstreamFailure: the provider's connection broke or timed out.
-        ClientDisconnected: ``deliver`` found the client gone.
-    """
-    sender, receiver = anyio.create_memory_object_stream[bytes](_READ_AHEAD)
-    failure: UpstreamFailure | None = None
-    gone = False
-
-    async def pump() -> None:
-        nonlocal failure
-        async with sender:
-            try:
-                async for chunk in response.chunks():
-                    await sender.send(chunk)
-            except UpstreamFailure as exc:
-                failure = exc
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(pump)
-        try:
-            async with receiver:
-                async for chunk in receiver:
-                    batch = [chunk]
-                    while True:
-                        try:
-                            batch.append(receiver.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    await deliver(chunk if len(batch) == 1 else b"".join(batch))
-        except ClientDisconnected:
-            gone = True
-            tg.cancel_scope.cancel()
-    if gone:
-        raise ClientDisconnected
-    if failure is not None:
-        raise failure
 
 
 class _Run:
@@ -236,21 +177,13 @@ class _Run:
         tap = effect.tap
         send = self.channel.send_data
         first: float | None = None
-
-        async def deliver(data: bytes) -> None:
-            nonlocal first
-            if tap is not None:
-                tap.feed(data)
-            await send(data)
-            if first is None:
-                first = self.clock()
-
         try:
-            if _is_event_stream(response):
-                await _relay_coalesced(response, deliver)
-            else:
-                async for chunk in response.chunks():
-                    await deliver(chunk)
+            async for chunk in response.chunks():
+                if tap is not None:
+                    tap.feed(chunk)
+                await send(chunk)
+                if first is None:
+                    first = self.clock()
         except UpstreamFailure as failure:
             self.feed(ProviderFailed(effect.call, failure.reason, failure.detail, self.clock()))
             return
