@@ -6,6 +6,7 @@ this one without touching the rest.
 
 from __future__ import annotations
 
+import http
 import logging
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ _MAX_HEAD = 64 * 1024
 _MAX_PIPELINED = 1024 * 1024
 # Lingering close after an early response: how long and how much to drain.
 _LINGER_SECONDS = 1.0
+_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 _LINGER_BYTES = 16 * 1024 * 1024
 _RECEIVE_ERRORS = (
     anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
@@ -242,7 +244,9 @@ class _Channel:
         # A head whose body length is known goes out in one write with the body; an
         # event stream's head goes out at once, before the first token.
         hold = any(k == b"content-length" for k, _ in headers)
-        await self.c._send(h11.Response(status_code=status, headers=headers), hold=hold)
+        reason = _REASONS.get(status, b"")
+        await self.c._send(h11.Response(status_code=status, headers=headers, reason=reason),
+                           hold=hold)
 
     async def send_data(self, data: bytes) -> None:
         await self.c._send(h11.Data(data=data))
