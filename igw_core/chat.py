@@ -74,21 +74,55 @@ def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None) -> Chat
     gateway.policy.check(route)
     check_vision(gateway.settings.enable_vision, body, request, route.model)
     stream = request.get("stream") is True
-    changed = False
-    if route.model != model:
-        request["model"] = route.model
-        changed = True
+    add_usage = reencode = False
     if stream and route.provider.spec.stream_usage:
         options = request.get("stream_options")
-        if options is None:
-            request["stream_options"] = {"include_usage": True}
-            changed = True
-        elif isinstance(options, dict) and "include_usage" not in options:
-            request["stream_options"] = {**options, "include_usage": True}
-            changed = True
-    if changed:
+        if "stream_options" not in request:
+            add_usage = True
+        elif options is None or (isinstance(options, dict) and "include_usage" not in options):
+            reencode = True  # a second stream_options key would be ambiguous
+        if add_usage or reencode:
+            request["stream_options"] = {**(options or {}), "include_usage": True}
+    renamed = route.model != model
+    request["model"] = route.model
+    if reencode:
         body = _encode(request)
+    elif renamed or add_usage:
+        edited = _edit_in_place(body, model, route.model, add_usage=add_usage)
+        body = edited if edited is not None else _encode(request)
     return ChatPlan(route, stream, request, body)
+
+
+_MODEL_KEY = b'"model"'
+_USAGE_MEMBER = b'"stream_options":{"include_usage":true},'
+
+
+def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool) -> bytes | None:
+    """Return the client's bytes with ``model`` renamed and a usage request added.
+
+    Re-encoding a large conversation costs more than the rest of the request's
+    handling, so the two edits are made in the bytes when that is certain to be
+    right: the ``"model"`` key appears once and is followed directly by the model
+    spelled as JSON encodes it. Returns ``None`` otherwise (re-encode instead).
+    """
+    if new_model != model:
+        if body.count(_MODEL_KEY) != 1:
+            return None
+        old = json.dumps(model).encode()
+        key = body.index(_MODEL_KEY) + len(_MODEL_KEY)
+        colon = body.find(b":", key)
+        if colon == -1 or body[key:colon].strip() or not body[colon + 1 :].lstrip().startswith(
+            old
+        ):
+            return None
+        at = colon + 1 + (len(body) - colon - 1 - len(body[colon + 1 :].lstrip()))
+        body = body[:at] + json.dumps(new_model).encode() + body[at + len(old) :]
+    if add_usage:
+        start = len(body) - len(body.lstrip())
+        if body[start : start + 1] != b"{":
+            return None
+        body = body[: start + 1] + _USAGE_MEMBER + body[start + 1 :]
+    return body
 
 
 def _encode(request: dict[str, Any]) -> bytes:

@@ -1,0 +1,89 @@
+"""The upstream chat body: edited in place or re-encoded, it always means the right request."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from igw_core.chat import plan_chat
+from igw_core.config import load_settings
+from igw_core.gateway import Gateway
+
+GATEWAY = Gateway.from_settings(load_settings({"OPENAI_API_KEY": "sk-test",
+                                               "MISTRAL_API_KEY": "sk-m"}))
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3),
+    max_leaves=8,
+)
+model_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
+
+
+@st.composite
+def chat_requests(draw: st.DrawFn) -> tuple[dict[str, Any], bytes]:
+    provider = draw(st.sampled_from(["openai", "OpenAI", "mistral"]))
+    request: dict[str, Any] = {
+        "model": f"{provider}/{draw(model_names)}",
+        "messages": [{"role": "user", "content": draw(st.text(max_size=30))}],
+    }
+    extra_keys = st.sampled_from(["temperature", "metadata", "x_extra", "user", "tools"])
+    request.update(draw(st.dictionaries(extra_keys, json_values, max_size=3)))
+    if draw(st.booleans()):
+        request["stream"] = draw(st.sampled_from([True, False, None]))
+    choice = draw(st.integers(0, 3))
+    if choice == 1:
+        request["stream_options"] = None
+    elif choice == 2:
+        request["stream_options"] = {"other": 1}
+    elif choice == 3:
+        request["stream_options"] = {"include_usage": False}
+    items = list(request.items())
+    random.Random(draw(st.integers())).shuffle(items)
+    body = json.dumps(dict(items), ensure_ascii=draw(st.booleans()),
+                      indent=draw(st.sampled_from([None, 1])),
+                      separators=draw(st.sampled_from([None, (",", ":"), (", ", " : ")])))
+    return request, body.encode()
+
+
+def expected(request: dict[str, Any]) -> dict[str, Any]:
+    out = dict(request)
+    provider, _, name = request["model"].partition("/")
+    out["model"] = name
+    if request.get("stream") is True and provider.lower() == "openai":
+        options = request.get("stream_options")
+        if options is None:
+            out["stream_options"] = {"include_usage": True}
+        elif "include_usage" not in options:
+            out["stream_options"] = {**options, "include_usage": True}
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(chat_requests())
+def test_upstream_body_is_the_routed_request(case: tuple[dict[str, Any], bytes]) -> None:
+    request, body = case
+    plan = plan_chat(GATEWAY, body, None)
+    sent = json.loads(plan.body)
+    assert sent == expected(request)
+    assert plan.request == sent
+
+
+def test_plain_request_is_edited_in_place_not_reencoded() -> None:
+    body = b'{"messages": [{"role": "user", "content": "hi"}],  "model" :  "openai/gpt-4o"}'
+    plan = plan_chat(GATEWAY, body, None)
+    assert plan.body == (b'{"messages": [{"role": "user", "content": "hi"}],  '
+                         b'"model" :  "gpt-4o"}')
+
+
+def test_a_second_model_key_falls_back_to_reencoding() -> None:
+    body = (b'{"model":"openai/gpt-4o","metadata":{"model":"openai/gpt-4o"},'
+            b'"messages":[]}')
+    sent = json.loads(plan_chat(GATEWAY, body, None).body)
+    assert sent["model"] == "gpt-4o"
+    assert sent["metadata"] == {"model": "openai/gpt-4o"}
