@@ -172,3 +172,24 @@ def test_slow_client_gets_408_and_idle_connection_is_closed(
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b"200" in sock.recv(65536)
         assert sock.recv(65536) == b""
+
+
+def test_random_garbage_never_takes_the_server_down(gateway: RunningGateway) -> None:
+    import random
+
+    rng = random.Random(1234)
+    prefixes = [b"", b"GET / HTTP/1.1\r\n", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n",
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]
+    for _ in range(40):
+        blob = rng.choice(prefixes) + rng.randbytes(rng.randrange(1, 400))
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+            sock.sendall(blob)
+            if rng.random() < 0.5:
+                sock.shutdown(socket.SHUT_WR)  # half-closed
+            sock.settimeout(0.3)  # an incomplete request may wait for more: don't
+            try:
+                sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                pass
+    assert httpcore.request("GET", gateway.url + "/health").status == 200
+    assert "Traceback" not in gateway.log_text()
