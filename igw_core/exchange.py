@@ -76,7 +76,7 @@ from igw_core.proxy import proxy_headers, proxy_url, split_proxy_path
 from igw_core.redact import scrub, scrub_bytes, truncate_body_text, truncate_chat_request
 from igw_core.report import ExchangeRecord, Usage
 from igw_core.responses import error_response, json_bytes, json_response, upstream_error_body
-from igw_core.routing import lookup_provider
+from igw_core.routing import lookup_provider, route_model
 from igw_core.usage import ResponseTap, usage_from_body
 
 log = logging.getLogger("igw.exchange")
@@ -129,6 +129,7 @@ TRANSITIONS: dict[State, dict[type[Event], str]] = {
 }
 
 _STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
+_MODEL_PREFIX = "/v1/models/"
 _DROP_FROM_UPSTREAM = frozenset({b"set-cookie", b"x-request-id", b"content-encoding"})
 # The gateway's own X-Request-Id replaces the provider's, so the client sees one.
 _DROP_FROM_PROXIED = frozenset({b"x-request-id"})
@@ -190,6 +191,7 @@ class Exchange:
         self._collected: dict[int, ProviderResponse | ProviderFailed] = {}
         self._head_sent = False
         self._error_headers: tuple[tuple[bytes, bytes], ...] = ()
+        self._wanted: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -279,6 +281,10 @@ class Exchange:
             self.flow = Flow.MODELS
             self._require(method, ("GET",))
             return self._start_models(head.now)
+        if path.startswith(_MODEL_PREFIX):
+            self.flow = Flow.MODELS
+            self._require(method, ("GET",))
+            return self._start_model(unquote_plus(path[len(_MODEL_PREFIX) :]), head.now)
         if path == "/v1/chat/completions":
             self.flow = Flow.CHAT
             self._require(method, ("POST",))
@@ -504,9 +510,20 @@ class Exchange:
 
     # -- models ------------------------------------------------------------
 
-    def _start_models(self, now: float) -> list[Effect]:
+    def _start_model(self, model_id: str, now: float) -> list[Effect]:
+        """``GET /v1/models/{provider}/{model}``: one model, looked up in its provider's list."""
+        route = route_model(self.gateway.providers, model_id, None)
+        if not self.gateway.policy.permits(route.provider.id, route.model):
+            raise NotFound(f"model '{route.full_id}' not found")
+        self._wanted = route.full_id
+        return self._start_models(now, only=route.provider)
+
+    def _start_models(self, now: float, only: Provider | None = None) -> list[Effect]:
         name = _query_param(self._query, "provider")
-        if name:
+        if only is not None:
+            self._provider = only
+            providers = [only]
+        elif name:
             self._provider = lookup_provider(self.gateway.providers, name)
             providers = [self._provider]
         else:
@@ -528,7 +545,9 @@ class Exchange:
         self._collected[event.call] = event
         if len(self._collected) < len(self._pending):
             return []
-        single = len(self._pending) == 1 and _query_param(self._query, "provider")
+        single = len(self._pending) == 1 and (
+            self._wanted is not None or _query_param(self._query, "provider")
+        )
         models: list[dict[str, Any]] = []
         for call, provider in self._pending.items():
             result = self._collected[call]
@@ -562,6 +581,11 @@ class Exchange:
                     extra={"request_id": self.request_id, "provider": provider.id},
                 )
         models = filter_models(models, self.gateway.policy)
+        if self._wanted is not None:
+            found = next((m for m in models if m["id"] == self._wanted), None)
+            if found is None:
+                raise NotFound(f"model '{self._wanted}' not found")
+            return self._respond_json(200, found, event.now)
         return self._respond_json(200, {"object": "list", "data": models}, event.now)
 
     # -- endings -----------------------------------------------------------

@@ -289,3 +289,13 @@ def test_reply_with_tool_calls_is_passed_through(
     )
     calls = completion.choices[0].message.tool_calls
     assert calls is not None and calls[0].function.name == "get_weather"
+
+
+def test_retrieve_one_model(client: openai.OpenAI) -> None:
+    model = client.models.retrieve("openai/gpt-4o")
+    assert model.id == "openai/gpt-4o"
+    assert model.model_extra is not None and model.model_extra["served_by"] == "openai"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("openai/no-such-model")
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("openai/gpt-4-forbidden")
