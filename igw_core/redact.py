@@ -78,7 +78,7 @@ def truncate_body_text(body: bytes, *, words: int) -> str:
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
     """Return ``text`` with every non-empty secret in ``secrets`` replaced by ``***``."""
     for secret in secrets:
-        if secret:
+        if secret and secret in text:
             text = text.replace(secret, "***")
     return text
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from igw_core.config import Settings
+from igw_core.redact import scrub
 
 #: The id of the request being served by the current task ("" outside a request).
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
@@ -75,7 +76,7 @@ class JsonFormatter(logging.Formatter):
         out.update(_fields(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return _scrub(json.dumps(out, default=str, ensure_ascii=False), self.secrets)
+        return scrub(json.dumps(out, default=str, ensure_ascii=False), self.secrets)
 
 
 class HumanFormatter(logging.Formatter):
@@ -93,14 +94,7 @@ class HumanFormatter(logging.Formatter):
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return _scrub(line, self.secrets)
-
-
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+        return scrub(line, self.secrets)
 
 
 def _spellings(secrets: tuple[str, ...]) -> tuple[str, ...]:
