@@ -73,7 +73,7 @@ from igw_core.models import filter_models, parse_model_list
 from igw_core.providers import Provider
 from igw_core.proxy import PREFIX as PROXY_PREFIX
 from igw_core.proxy import proxy_headers, proxy_url, split_proxy_path
-from igw_core.redact import scrub, scrub_bytes, truncate_body_text, truncate_chat_request
+from igw_core.redact import scrub, truncate_body_text, truncate_chat_request
 from igw_core.report import ExchangeRecord, Usage
 from igw_core.responses import error_response, json_bytes, json_response, upstream_error_body
 from igw_core.routing import lookup_provider, route_model
@@ -437,8 +437,7 @@ class Exchange:
         provider = self._provider.id if self._provider else ""
         if self.gateway.settings.is_development:
             self._log_upstream(self._status, body)
-        out = scrub_bytes(upstream_error_body(self._status, body, provider),
-                          self.gateway.secrets)
+        out = upstream_error_body(self._status, body, provider, self.gateway.secrets)
         return [
             *json_response(self._status, out, self.request_id, self._error_headers),
             *self._finish(self._status, event.now, error=f"upstream status {self._status}"),
@@ -569,7 +568,8 @@ class Exchange:
                            "status": result.status},
                 )
                 if single:
-                    out = upstream_error_body(result.status, result.body, provider.id)
+                    out = upstream_error_body(result.status, result.body, provider.id,
+                                              self.gateway.secrets)
                     return [*json_response(result.status, out, self.request_id),
                             *self._finish(result.status, event.now)]
                 continue

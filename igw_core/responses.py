@@ -7,6 +7,7 @@ from typing import Any
 
 from igw_core.effects import Effect, SendData, SendEnd, SendHead
 from igw_core.errors import GatewayError
+from igw_core.redact import scrub_bytes
 
 JSON_TYPE = (b"content-type", b"application/json")
 
@@ -41,13 +42,20 @@ def error_response(error: GatewayError, request_id: str) -> list[Effect]:
     return json_response(error.status, body, request_id, extra)
 
 
-def upstream_error_body(status: int, body: bytes, provider: str) -> bytes:
+def upstream_error_body(
+    status: int, body: bytes, provider: str, secrets: tuple[str, ...] = ()
+) -> bytes:
     """Return the client-facing body for a provider's error response.
 
     An upstream body that already has ``error.message`` is kept byte for byte
     (OpenAI and Anthropic both use that shape); anything else is wrapped so
-    OpenAI SDKs still show the provider's own text.
+    OpenAI SDKs still show the provider's own text. Any of ``secrets`` (the
+    provider keys) that a provider echoes back is replaced by ``***``.
     """
+    return scrub_bytes(_client_error_body(status, body, provider), secrets)
+
+
+def _client_error_body(status: int, body: bytes, provider: str) -> bytes:
     try:
         parsed = json.loads(body)
     except (ValueError, RecursionError):

@@ -245,7 +245,7 @@ class AgentRun:
         return self._fail_late(error_body(message, "upstream_error", code), message)
 
     def _upstream_error(self, status: int, body: bytes) -> list[Effect]:
-        out = upstream_error_body(status, body, self.provider.id)
+        out = upstream_error_body(status, body, self.provider.id, self.secrets)
         if self.head_sent:
             return self._fail_late(out, f"upstream status {status}")
         self.phase = Phase.DONE
