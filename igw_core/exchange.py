@@ -383,10 +383,7 @@ class Exchange:
             return [SendHead(event.status, out), RelayBody(0)]
         if not 200 <= event.status < 300:
             # Keep what SDKs need to back off (Retry-After, x-ratelimit-*).
-            self._error_headers = tuple(
-                (k, v) for k, v in event.headers
-                if k == b"retry-after" or k.startswith(b"x-ratelimit-")
-            )
+            self._error_headers = hdrs.backoff_headers(event.headers)
             self.state = State.READING_PROVIDER
             return [ReadProviderBody(0)]
         out = hdrs.end_to_end(event.headers, drop=_DROP_FROM_UPSTREAM)

@@ -38,6 +38,16 @@ def get(headers: Headers, name: bytes) -> bytes | None:
     return None
 
 
+def backoff_headers(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
+    """Return the headers of a provider's error that clients need to back off with.
+
+    ``Retry-After`` and the ``x-ratelimit-*`` family are what OpenAI SDKs read.
+    """
+    return tuple(
+        (k, v) for k, v in headers if k == b"retry-after" or k.startswith(b"x-ratelimit-")
+    )
+
+
 def connection_tokens(headers: Headers) -> frozenset[bytes]:
     """Return the header names listed in ``Connection`` (also hop-by-hop)."""
     tokens: set[bytes] = set()

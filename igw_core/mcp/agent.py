@@ -128,6 +128,7 @@ class AgentRun:
         self._now = 0.0
         self._json_answer = False  # a streaming request answered with one JSON body
         self._error_status = 0
+        self._error_headers: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -191,6 +192,7 @@ class AgentRun:
         effects: list[Effect] = []
         if not 200 <= event.status < 300:
             self._error_status = event.status
+            self._error_headers = hdrs.backoff_headers(event.headers)
             self.phase = Phase.READING_ERROR
             return [ReadProviderBody(event.call)]
         if self.loop.stream and not self.head_sent:
@@ -251,7 +253,7 @@ class AgentRun:
         self.phase = Phase.DONE
         self.status = status
         self.error = f"upstream status {status}"
-        return json_response(status, out, self.request_id)
+        return json_response(status, out, self.request_id, self._error_headers)
 
     def _fail_late(self, payload: bytes, reason: str) -> list[Effect]:
         """End a stream whose head is out: an error event the SDKs raise, then [DONE]."""
