@@ -299,3 +299,17 @@ def test_retrieve_one_model(client: openai.OpenAI) -> None:
         client.models.retrieve("openai/no-such-model")
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("openai/gpt-4-forbidden")
+
+
+def test_rate_limit_headers_reach_the_client(gateway: RunningGateway,
+                                             module_openai: MockProvider) -> None:
+    module_openai.script(Status(429, {"error": {"message": "slow down", "type": "requests"}},
+                                headers=[("retry-after", "7"),
+                                         ("x-ratelimit-remaining-requests", "0")]))
+    body = json.dumps({"model": "openai/gpt-4o",
+                       "messages": [{"role": "user", "content": "x"}]}).encode()
+    response = _post(gateway, "/v1/chat/completions", body)
+    assert response.status == 429
+    headers = {k.lower(): v for k, v in response.headers}
+    assert headers[b"retry-after"] == b"7"
+    assert headers[b"x-ratelimit-remaining-requests"] == b"0"
