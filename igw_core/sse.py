@@ -50,6 +50,10 @@ class SSEParser:
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False
+        # What the buffer held holds no line end (earlier feeds consumed up to the
+        # last one), so only the new bytes need searching: a long line fed in tiny
+        # pieces costs linear time, not quadratic.
+        scanned = len(buffer)
         buffer += chunk
         if not self._started:
             # One leading byte order mark is ignored, even when split across chunks.
@@ -58,10 +62,11 @@ class SSEParser:
             self._started = True
             if buffer.startswith(_BOM):
                 del buffer[:3]
+            scanned = 0
         start = 0
         size = len(buffer)
-        cr = buffer.find(b"\r")
-        lf = buffer.find(b"\n")
+        cr = buffer.find(b"\r", scanned)
+        lf = buffer.find(b"\n", scanned)
         while start < size:
             # Search again only past a consumed line end, so a chunk is scanned once.
             if 0 <= cr < start:
