@@ -17,6 +17,7 @@ import h11
 from igw_core.responses import error_body
 from igw_io.channel import ClientDisconnected
 from igw_io.runtime import Runtime
+from igw_standalone.sockets import PEER_GONE
 
 log = logging.getLogger("igw.http")
 
@@ -28,9 +29,7 @@ _MAX_PIPELINED = 1024 * 1024
 _LINGER_SECONDS = 1.0
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 _LINGER_BYTES = 16 * 1024 * 1024
-_RECEIVE_ERRORS = (
-    anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
-)
+
 
 
 class _ReadTimeout(Exception):
@@ -74,7 +73,7 @@ class H11Connection:
                 data = await self.stream.receive(_READ_SIZE)
         except TimeoutError:
             raise _ReadTimeout from None
-        except _RECEIVE_ERRORS:
+        except PEER_GONE:
             data = b""
         self.conn.receive_data(data)
 
@@ -90,7 +89,7 @@ class H11Connection:
             try:
                 with anyio.fail_after(self.write_timeout):
                     await self.stream.send(data)
-            except (TimeoutError, *_RECEIVE_ERRORS):
+            except (TimeoutError, *PEER_GONE):
                 self.closed = True
                 raise ClientDisconnected from None
 
@@ -131,7 +130,7 @@ class H11Connection:
                 drained = 0
                 while drained < _LINGER_BYTES:
                     drained += len(await self.stream.receive(_READ_SIZE))
-            except _RECEIVE_ERRORS:
+            except PEER_GONE:
                 pass
 
     async def _wait_request(self) -> h11.Request | None:
@@ -208,7 +207,7 @@ class H11Connection:
         with anyio.CancelScope(shield=True):
             try:
                 await self.stream.aclose()
-            except _RECEIVE_ERRORS:
+            except PEER_GONE:
                 pass
 
 
@@ -265,7 +264,7 @@ class _Channel:
                 await anyio.sleep_forever()
             try:
                 data = await c.stream.receive(_READ_SIZE)
-            except _RECEIVE_ERRORS:
+            except PEER_GONE:
                 return
             if c.conn.their_state is h11.DONE:
                 c.conn.receive_data(data)

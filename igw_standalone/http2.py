@@ -21,14 +21,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from igw_io.channel import ClientDisconnected
 from igw_io.runtime import Runtime
+from igw_standalone.sockets import PEER_GONE
 
 log = logging.getLogger("igw.http2")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _READ_SIZE = 65536
-_RECEIVE_ERRORS = (
-    anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
-)
+
 # Connection-specific headers are forbidden in HTTP/2 (RFC 9113 §8.2.2).
 _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
@@ -73,7 +72,7 @@ class H2Connection:
             if data and not self.closed:
                 try:
                     await self.stream.send(data)
-                except _RECEIVE_ERRORS:
+                except PEER_GONE:
                     self.closed = True
                     raise ClientDisconnected from None
 
@@ -107,7 +106,7 @@ class H2Connection:
             with anyio.CancelScope(shield=True):
                 try:
                     await self.stream.aclose()
-                except _RECEIVE_ERRORS:
+                except PEER_GONE:
                     pass
 
     async def _read(self) -> bytes:
@@ -117,7 +116,7 @@ class H2Connection:
             try:
                 with anyio.fail_after(timeout):
                     return await self.stream.receive(_READ_SIZE)
-            except (TimeoutError, *_RECEIVE_ERRORS):
+            except (TimeoutError, *PEER_GONE):
                 return b""
             finally:
                 self.idle_scope = None

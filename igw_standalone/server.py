@@ -16,6 +16,7 @@ from igw_core.config import Settings
 from igw_io.runtime import Runtime
 from igw_standalone.http1 import H11Connection
 from igw_standalone.http2 import PREFACE, H2Connection
+from igw_standalone.sockets import PEER_GONE
 
 log = logging.getLogger("igw.server")
 
@@ -72,7 +73,7 @@ class Server:
         try:
             with anyio.fail_after(self.settings.server_read_timeout or None):
                 return await stream.receive(65536)
-        except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+        except (TimeoutError, *PEER_GONE):
             return b""
 
     async def serve(self, *, ready: Callable[[Server], None] | None = None) -> None:
