@@ -18,6 +18,10 @@ Routes (only under ``/v1``): ``POST /v1/chat/completions`` (OpenAI format for bo
 Every request is authenticated first (Bearer ``api_key`` for openai; ``x-api-key`` +
 ``anthropic-version: 2023-06-01`` for anthropic), then routed; unknown paths answer 404 JSON.
 Scripted behaviours are consumed one per (authenticated) chat request.
+
+``canonical_headers=True`` (also settable on a running mock) writes response header names the
+way Go's net/http does (``Content-Type``, ``Retry-After``, ``X-Request-Id``, ``Set-Cookie``,
+``Transfer-Encoding``...) instead of lower case: h11 keeps the case it is given.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ __all__ = [
     "ResetMidStream",
     "Respond",
     "SlowStream",
+    "SseEvents",
     "Status",
     "free_port",
 ]
@@ -64,6 +69,11 @@ _DEFAULT_EXTRA: dict[str, Any] = {
     "system_fingerprint": "fp_mock",
     "x_mock_extra": {"preserved": True, "nested": {"list": [1, 2, 3], "none": None}},
 }
+# What OpenAI (behind Cloudflare) adds to every answer; the gateway must drop the cookie.
+_ANSWER_HEADERS = (
+    ("x-ratelimit-remaining-requests", "9999"),
+    ("set-cookie", "__cf_bm=mock-cookie; path=/; HttpOnly"),
+)
 _ANTHROPIC_DISPLAY_NAMES = {
     "claude-3-5-sonnet-20241022": "Claude 3.5 Sonnet (New)",
     "claude-3-5-haiku-20241022": "Claude 3.5 Haiku",
@@ -73,6 +83,11 @@ _ANTHROPIC_DISPLAY_NAMES = {
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+def canonical(name: str) -> str:
+    """Return ``name`` in Go's canonical MIME header case: ``x-request-id`` -> ``X-Request-Id``."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 def free_port() -> int:
@@ -190,9 +205,21 @@ class Respond:
     fn: Callable[[RecordedRequest], Behaviour | None]
 
 
+@dataclass
+class SseEvents:
+    """Stream these ``data:`` payloads verbatim (dicts JSON-encoded), then ``data: [DONE]``.
+
+    A 200 ``text/event-stream; charset=utf-8`` answer with chunked framing, for tests that need
+    a provider's exact wire shape rather than the one :class:`Reply` builds.
+    """
+
+    payloads: list[str | dict[str, Any]]
+
+
 Behaviour: TypeAlias = (
     Reply
     | Status
+    | SseEvents
     | DelayHeaders
     | Hang
     | ResetBeforeHeaders
@@ -377,11 +404,13 @@ class _Exchange:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         request: RecordedRequest,
+        canonical_headers: bool = False,
     ) -> None:
         self.conn = conn
         self.reader = reader
         self.writer = writer
         self.request = request
+        self.canonical_headers = canonical_headers
 
     async def send(self, event: h11.Event) -> None:
         data = self.conn.send(event)
@@ -394,6 +423,8 @@ class _Exchange:
             reason = http.HTTPStatus(status).phrase.encode()
         except ValueError:
             reason = b""
+        if self.canonical_headers:
+            headers = [(canonical(k), v) for k, v in headers]
         await self.send(h11.Response(status_code=status, headers=headers, reason=reason))
 
     async def send_full(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
@@ -441,6 +472,7 @@ class MockProvider:
         port: int = 0,
         api_key: str | None = None,
         models: list[str] | None = None,
+        canonical_headers: bool = False,
     ) -> None:
         if kind not in ("openai", "anthropic"):
             raise ValueError(f"unknown mock provider kind: {kind!r}")
@@ -459,6 +491,8 @@ class MockProvider:
         self.default_behaviour: Behaviour | None = None
         # Pause between SSE events of a normal stream, so chunk-by-chunk relay is observable.
         self.chunk_delay: float = 0.002
+        # Write response header names in canonical case (Go net/http) instead of lower case.
+        self.canonical_headers = canonical_headers
         self.connections_accepted = 0
         self.active_connections = 0
 
@@ -668,7 +702,7 @@ class MockProvider:
         with self._cond:
             self.requests.append(recorded)
             self._cond.notify_all()
-        return _Exchange(conn, reader, writer, recorded)
+        return _Exchange(conn, reader, writer, recorded, self.canonical_headers)
 
     # ---- routing ---------------------------------------------------------------------------
 
@@ -828,6 +862,15 @@ class MockProvider:
             if not _headers_have(headers, "content-type"):
                 headers.insert(0, ("content-type", ctype))
             await ex.send_full(b.status, body, headers)
+        elif isinstance(b, SseEvents):
+            await ex.start_response(200, [
+                ("content-type", "text/event-stream; charset=utf-8"),
+                ("transfer-encoding", "chunked"),
+                *_ANSWER_HEADERS,
+            ])
+            for payload in [*b.payloads, "[DONE]"]:
+                await ex.send_event(payload if isinstance(payload, str) else _dumps(payload))
+            await ex.send(h11.EndOfMessage())
         elif isinstance(b, DelayHeaders):
             await asyncio.sleep(b.seconds)
             await self._run(ex, b.then if b.then is not None else Reply(), payload)
@@ -870,13 +913,15 @@ class MockProvider:
                 ("cache-control", "no-cache"),
                 ("transfer-encoding", "chunked"),
                 ("x-request-id", f"req_mock_{answer.id}"),
+                *_ANSWER_HEADERS,
             ],
         )
 
     async def _send_answer(self, ex: _Exchange, answer: _Answer, delay: float) -> None:
         if not answer.stream:
             await ex.send_json(
-                200, answer.completion(), [("x-request-id", f"req_mock_{answer.id}")]
+                200, answer.completion(),
+                [("x-request-id", f"req_mock_{answer.id}"), *_ANSWER_HEADERS],
             )
             return
         await self._start_stream(ex, answer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from tests.support.mock_provider import (
     ResetMidStream,
     Respond,
     SlowStream,
+    SseEvents,
     Status,
     free_port,
 )
@@ -205,6 +207,47 @@ def test_status_behaviours(mock: MockProvider, client: openai.OpenAI) -> None:
     assert resp.choices[0].message.content == "fine again"
     assert mock.pending == 0
     assert len(mock.chat_requests) == 3
+
+
+def _raw_head(mock: MockProvider, body: dict[str, Any]) -> bytes:
+    """POST a chat request on a plain socket and return the response head as written."""
+    payload = json.dumps({"model": "gpt-4o-mini", "messages": USER_MSG, **body}).encode()
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+               b"authorization: Bearer " + mock.api_key.encode() + b"\r\n"
+               b"content-length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+    with socket.create_connection(("127.0.0.1", mock.port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
+def test_canonical_headers_switch_writes_go_style_names(mock: MockProvider) -> None:
+    assert b"\r\ncontent-type: application/json" in _raw_head(mock, {})
+    mock.canonical_headers = True
+    head = _raw_head(mock, {})
+    for line in (b"Content-Type: application/json", b"Content-Length: ", b"X-Request-Id: ",
+                 b"Set-Cookie: ", b"X-Ratelimit-Remaining-Requests: "):
+        assert b"\r\n" + line in head, head
+    head = _raw_head(mock, {"stream": True})
+    assert b"\r\nContent-Type: text/event-stream; charset=utf-8" in head
+    assert b"\r\nTransfer-Encoding: chunked" in head
+    mock.script(Status(429, {"error": {"message": "slow"}}, headers=[("retry-after", "7")]))
+    head = _raw_head(mock, {})
+    assert head.startswith(b"HTTP/1.1 429 ") and b"\r\nRetry-After: 7" in head
+    with MockProvider(canonical_headers=True) as other:
+        assert b"\r\nContent-Type: " in _raw_head(other, {})
+
+
+def test_sse_events_are_sent_verbatim(mock: MockProvider) -> None:
+    mock.script(SseEvents([{"choices": [], "usage": None}, '{"raw": 1}']))
+    with httpcore.ConnectionPool() as pool:
+        status, headers, raw = _chat(pool, mock, stream=True)
+    assert status == 200 and headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert parse_sse(raw) == ['{"choices":[],"usage":null}', '{"raw": 1}', "[DONE]"]
 
 
 def test_reset_mid_stream(mock: MockProvider, client: openai.OpenAI) -> None:
