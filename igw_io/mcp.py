@@ -40,6 +40,7 @@ from igw_core.mcp.session import (
     SessionState,
     TransportError,
 )
+from igw_io.upstream import lower_names
 
 __all__ = ["MCPManager"]
 
@@ -431,7 +432,7 @@ class MCPManager:
                     try:
                         if request.expects_response and session.expects(send):
                             outputs += session.receive(
-                                ResponseHead(send, response.status, response.headers))
+                                ResponseHead(send, response.status, lower_names(response.headers)))
                             async for chunk in response.aiter_stream():
                                 if not session.expects(send):
                                     break

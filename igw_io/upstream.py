@@ -36,6 +36,15 @@ def _failure(exc: BaseException, *, started_body: bool) -> UpstreamFailure:
     return UpstreamFailure(reason, f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
+def lower_names(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Return ``headers`` with lower-case names, as the core expects (DESIGN §1).
+
+    httpcore keeps the case the server wrote (Go's net/http writes ``Content-Type``);
+    every response from an outside server goes through this once, where it enters igw_io.
+    """
+    return [(name.lower(), value) for name, value in headers]
+
+
 _UPSTREAM_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException,
                     httpcore.UnsupportedProtocol, httpcore.ProxyError, TimeoutError, OSError)
 
@@ -153,7 +162,7 @@ class Upstream:
         except _UPSTREAM_ERRORS as exc:
             raise _failure(exc, started_body=False) from None
         stream = response.aiter_stream()
-        return UpstreamResponse(response.status, list(response.headers), stream, response)
+        return UpstreamResponse(response.status, lower_names(response.headers), stream, response)
 
     async def aclose(self) -> None:
         """Close every pooled connection."""

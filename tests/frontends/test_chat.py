@@ -36,7 +36,13 @@ def gateway(
 def _clean(module_openai: MockProvider, module_anthropic: MockProvider) -> Iterator[None]:
     module_openai.clear()
     module_anthropic.clear()
+    module_openai.canonical_headers = False
     yield
+    module_openai.canonical_headers = False
+
+
+#: Provider header names in lower case, and as Go's net/http writes them (issue 8 item 1).
+HEADER_CASES = pytest.mark.parametrize("canonical", [False, True], ids=["lower", "canonical"])
 
 
 @pytest.fixture
@@ -62,9 +68,11 @@ def _error(response: httpcore.Response) -> dict[str, object]:
     return error
 
 
+@HEADER_CASES
 def test_chat_non_streaming_returns_provider_answer_with_unknown_fields(
-    client: openai.OpenAI, module_openai: MockProvider
+    client: openai.OpenAI, module_openai: MockProvider, canonical: bool
 ) -> None:
+    module_openai.canonical_headers = canonical
     completion = client.chat.completions.create(
         model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hello there"}]
     )
@@ -98,9 +106,11 @@ def test_unknown_request_fields_are_forwarded(
     assert sent["temperature"] == 0.25
 
 
+@HEADER_CASES
 def test_chat_streaming_relays_deltas_and_asks_for_usage(
-    client: openai.OpenAI, module_openai: MockProvider
+    client: openai.OpenAI, module_openai: MockProvider, canonical: bool
 ) -> None:
+    module_openai.canonical_headers = canonical
     stream = client.chat.completions.create(
         model="openai/gpt-4o-mini", stream=True,
         messages=[{"role": "user", "content": "stream me a sentence please"}],
@@ -121,14 +131,49 @@ def test_chat_streaming_relays_deltas_and_asks_for_usage(
     assert sent["stream_options"] == {"include_usage": True}
 
 
-def test_streaming_response_is_an_event_stream(gateway: RunningGateway) -> None:
+def _names(response: httpcore.Response) -> list[bytes]:
+    return [k.lower() for k, _ in response.headers]
+
+
+@HEADER_CASES
+def test_streaming_response_is_an_event_stream(gateway: RunningGateway,
+                                               module_openai: MockProvider,
+                                               canonical: bool) -> None:
+    module_openai.canonical_headers = canonical
     body = json.dumps({"model": "openai/gpt-4o-mini", "stream": True,
                        "messages": [{"role": "user", "content": "a b c"}]}).encode()
-    response = _post(gateway, "/v1/chat/completions", body)
+    response = _post(gateway, "/v1/chat/completions", body,
+                     headers=[(b"x-request-id", b"trace-stream-1")])
     assert response.status == 200
     headers = {k.lower(): v for k, v in response.headers}
     assert headers[b"content-type"].startswith(b"text/event-stream")
+    assert headers[b"x-ratelimit-remaining-requests"] == b"9999"
+    names = _names(response)
+    assert names.count(b"x-request-id") == 1 and headers[b"x-request-id"] == b"trace-stream-1"
+    assert b"set-cookie" not in names and b"content-length" not in names
+    assert names.count(b"transfer-encoding") <= 1
     assert response.content.rstrip().endswith(b"data: [DONE]")
+
+
+@HEADER_CASES
+def test_provider_headers_are_filtered_whatever_their_case(
+    gateway: RunningGateway, module_openai: MockProvider, canonical: bool
+) -> None:
+    module_openai.canonical_headers = canonical
+    body = json.dumps({"model": "openai/gpt-4o-mini",
+                       "messages": [{"role": "user", "content": "a b c"}]}).encode()
+    response = _post(gateway, "/v1/chat/completions", body,
+                     headers=[(b"x-request-id", b"trace-plain-1")])
+    assert response.status == 200
+    headers = {k.lower(): v for k, v in response.headers}
+    names = _names(response)
+    assert names.count(b"x-request-id") == 1 and headers[b"x-request-id"] == b"trace-plain-1"
+    assert b"set-cookie" not in names  # a provider's cookie is not the client's
+    assert names.count(b"content-length") == 1
+    assert headers[b"content-length"] == str(len(response.content)).encode()
+    assert headers[b"content-type"] == b"application/json"
+    assert headers[b"x-ratelimit-remaining-requests"] == b"9999"
+    assert json.loads(response.content)["choices"][0]["message"]["content"] == "echo: a b c"
 
 
 def test_provider_prefix_is_case_insensitive(
@@ -301,8 +346,11 @@ def test_retrieve_one_model(client: openai.OpenAI) -> None:
         client.models.retrieve("openai/gpt-4-forbidden")
 
 
+@HEADER_CASES
 def test_rate_limit_headers_reach_the_client(gateway: RunningGateway,
-                                             module_openai: MockProvider) -> None:
+                                             module_openai: MockProvider,
+                                             canonical: bool) -> None:
+    module_openai.canonical_headers = canonical
     module_openai.script(Status(429, {"error": {"message": "slow down", "type": "requests"}},
                                 headers=[("retry-after", "7"),
                                          ("x-ratelimit-remaining-requests", "0")]))

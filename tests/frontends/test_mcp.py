@@ -19,7 +19,13 @@ import pytest
 from igw_core.mcp.loop import MAX_ROUNDS
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.support.mcp_servers import ToolServer
-from tests.support.mock_provider import MockProvider, RecordedRequest, Reply, Respond
+from tests.support.mock_provider import (
+    MockProvider,
+    RecordedRequest,
+    Reply,
+    Respond,
+    SseEvents,
+)
 from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.timeout(60)
@@ -67,7 +73,9 @@ def gateway(module_gateway_factory: GatewayFactory, module_openai: MockProvider,
 def _clean(module_openai: MockProvider) -> Iterator[None]:
     module_openai.clear()
     module_openai.default_behaviour = None
+    module_openai.canonical_headers = False
     yield
+    module_openai.canonical_headers = False
 
 
 @pytest.fixture
@@ -125,9 +133,11 @@ def test_tool_list_has_both_servers_without_excluded_tools(
     assert set(add["input_schema"]["properties"]) == {"a", "b"}
 
 
+@pytest.mark.parametrize("canonical", [False, True], ids=["lower", "canonical"])
 def test_non_streaming_loop_runs_the_tool_and_returns_the_final_answer(
-    client: openai.OpenAI, module_openai: MockProvider, calc: ToolServer
+    client: openai.OpenAI, module_openai: MockProvider, calc: ToolServer, canonical: bool
 ) -> None:
+    module_openai.canonical_headers = canonical  # header names as Go's net/http writes them
     module_openai.default_behaviour = agent("mcp_add", {"a": 2, "b": 3})
     completion = client.chat.completions.create(model=MODEL, messages=USER)
     message = completion.choices[0].message
@@ -141,10 +151,12 @@ def test_non_streaming_loop_runs_the_tool_and_returns_the_final_answer(
     assert completion.usage is not None and completion.usage.total_tokens > 0
 
 
+@pytest.mark.parametrize("canonical", [False, True], ids=["lower", "canonical"])
 def test_streaming_loop_streams_every_round_with_one_done_and_no_mcp_deltas(
     gateway: RunningGateway, client: openai.OpenAI, module_openai: MockProvider,
-    other: ToolServer,
+    other: ToolServer, canonical: bool,
 ) -> None:
+    module_openai.canonical_headers = canonical
     module_openai.default_behaviour = agent("mcp_b_echo", {"text": "from the other server"})
     stream = client.chat.completions.create(model=MODEL, messages=USER, stream=True)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
@@ -164,6 +176,61 @@ def test_streaming_loop_streams_every_round_with_one_done_and_no_mcp_deltas(
     for chunk in chunks:
         for choice in chunk["choices"]:
             assert not choice["delta"].get("tool_calls")
+
+
+def _openai_chunk(delta: dict[str, Any] | None, finish: str | None = None,
+                  usage: dict[str, int] | None = None) -> dict[str, Any]:
+    """One chunk as OpenAI streams it with ``include_usage``: ``usage`` on every chunk."""
+    choices = [] if delta is None else [
+        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    return {"id": "chatcmpl-real", "object": "chat.completion.chunk", "created": 1_700_000_000,
+            "model": "gpt-4o-mini-2024-07-18", "service_tier": "default",
+            "system_fingerprint": "fp_real", "choices": choices, "usage": usage}
+
+
+def _openai_tool_stream(request: RecordedRequest) -> SseEvents:
+    """OpenAI's exact streaming shape: the tool call rides on the first (role) delta."""
+    usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+    last = request.json["messages"][-1]
+    if last.get("role") == "tool":
+        text = f"tool said: {last['content']}"
+        return SseEvents([
+            _openai_chunk({"role": "assistant", "content": "", "refusal": None}),
+            *(_openai_chunk({"content": text[i:i + 4]}) for i in range(0, len(text), 4)),
+            _openai_chunk({}, "stop"),
+            _openai_chunk(None, usage=usage),
+        ])
+    call = {"index": 0, "id": "call_real", "type": "function",
+            "function": {"name": "mcp_add", "arguments": ""}}
+    return SseEvents([
+        _openai_chunk({"role": "assistant", "content": None, "tool_calls": [call],
+                       "refusal": None}),
+        *(_openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
+          for part in ('{"a"', ': 20, "b"', ": 22}")),
+        _openai_chunk({}, "tool_calls"),
+        _openai_chunk(None, usage=usage),
+    ])
+
+
+@pytest.mark.parametrize("canonical", [False, True], ids=["lower", "canonical"])
+def test_streaming_loop_with_openai_wire_shape_and_go_header_case_runs_the_tool(
+    client: openai.OpenAI, module_openai: MockProvider, calc: ToolServer, canonical: bool
+) -> None:
+    # Issue 8 item 1: `Content-Type: text/event-stream; charset=utf-8`, chunked, the tool
+    # call on the first delta, `"usage": null` everywhere and a `choices: []` usage chunk.
+    module_openai.canonical_headers = canonical
+    module_openai.default_behaviour = Respond(_openai_tool_stream)
+    before = len(calc.calls)
+    stream = client.chat.completions.create(model=MODEL, messages=USER, stream=True)
+    chunks = list(stream)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == "tool said: 42"
+    assert ("add", {"a": 20, "b": 22}) in calc.calls[before:]
+    first, second = module_openai.chat_requests
+    assert first.json["stream_options"] == {"include_usage": True}
+    assert second.json["messages"][-1] == {"role": "tool", "tool_call_id": "call_real",
+                                           "content": "42"}
+    assert all(not (c.choices and c.choices[0].delta.tool_calls) for c in chunks)
 
 
 def test_a_tool_that_raises_becomes_a_result_the_model_reads(

@@ -26,17 +26,25 @@ def gateway(module_gateway_factory: GatewayFactory, module_openai: MockProvider,
 @pytest.fixture(autouse=True)
 def _clean(module_openai: MockProvider) -> Iterator[None]:
     module_openai.clear()
+    module_openai.canonical_headers = False
     yield
+    module_openai.canonical_headers = False
+
+
+#: Provider header names in lower case, and as Go's net/http writes them (issue 8 item 1).
+HEADER_CASES = pytest.mark.parametrize("canonical", [False, True], ids=["lower", "canonical"])
 
 
 SEED_BODY = b'{ "model": "gpt-4o-mini", "messages": [{"role":"user","content":"hello"}] }'
 
 
+@HEADER_CASES
 @pytest.mark.parametrize("path", ["/proxy/openai/v1/chat/completions",
                                   "/proxy/openai/chat/completions"])
 def test_seed_proxy_paths_reach_the_chat_endpoint_unchanged(
-    gateway: RunningGateway, module_openai: MockProvider, path: str
+    gateway: RunningGateway, module_openai: MockProvider, path: str, canonical: bool
 ) -> None:
+    module_openai.canonical_headers = canonical
     response = httpcore.request(
         "POST", gateway.url + path, content=SEED_BODY,
         headers=[(b"content-type", b"application/json"),
@@ -49,6 +57,12 @@ def test_seed_proxy_paths_reach_the_chat_endpoint_unchanged(
     assert sent.body == SEED_BODY
     assert sent.header("authorization") == f"Bearer {module_openai.api_key}"
     assert sent.header_values("authorization") == [f"Bearer {module_openai.api_key}"]
+    names = [k.lower() for k, _ in response.headers]
+    headers = {k.lower(): v for k, v in response.headers}
+    assert names.count(b"x-request-id") == 1 and not headers[b"x-request-id"].startswith(b"req_")
+    assert names.count(b"content-length") == 1
+    assert headers[b"content-length"] == str(len(response.content)).encode()
+    assert headers[b"set-cookie"].startswith(b"__cf_bm=")  # /proxy relays all but framing
 
 
 def test_proxy_forwards_method_query_and_upstream_status(
@@ -73,14 +87,19 @@ def test_proxy_relays_error_bodies_byte_for_byte(
     assert response.content == b"short and stout"
 
 
-def test_proxy_streams_sse_unchanged(gateway: RunningGateway,
-                                     module_openai: MockProvider) -> None:
+@HEADER_CASES
+def test_proxy_streams_sse_unchanged(gateway: RunningGateway, module_openai: MockProvider,
+                                     canonical: bool) -> None:
+    module_openai.canonical_headers = canonical
     body = b'{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"a b"}]}'
     with httpcore.stream("POST", gateway.url + "/proxy/openai/v1/chat/completions",
                          content=body) as response:
         assert response.status == 200
         data = b"".join(response.iter_stream())
+        names = [k.lower() for k, _ in response.headers]
     assert data.endswith(b"data: [DONE]\n\n")
+    assert names.count(b"x-request-id") == 1 and b"content-length" not in names
+    assert names.count(b"transfer-encoding") <= 1
     sent = module_openai.requests[-1].json
     assert "stream_options" not in sent  # the proxy transforms nothing
 
