@@ -50,6 +50,14 @@ class BadRequest(GatewayError):
     code = "bad_request"
 
 
+class RequestTimeout(GatewayError):
+    """The client stopped sending its request body (408)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class Unauthorized(GatewayError):
     """Missing or invalid bearer token (401)."""
 

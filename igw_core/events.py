@@ -59,6 +59,31 @@ class RequestEnd(Event):
     """The client's request body is complete."""
 
 
+class BodyFailure(enum.Enum):
+    """Why reading a client's request body failed."""
+
+    TIMEOUT = "timeout"  # no body bytes for SERVER_READ_TIMEOUT
+    MALFORMED = "malformed"  # the body's framing broke HTTP (a bad chunk, say)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBodyFailed(Event):
+    """The client's request body could not be read to its end.
+
+    The connection cannot carry another request after it; the exchange answers
+    and asks the frontend to close.
+
+    Fields:
+        reason: why, which decides 408 versus 400.
+        detail: the frontend's description of the failure.
+        now: monotonic clock reading.
+    """
+
+    reason: BodyFailure
+    detail: str
+    now: float
+
+
 class FailureReason(enum.Enum):
     """Why a call to a provider failed before it completed."""
 

@@ -35,6 +35,7 @@ from igw_core.effects import (
     RefreshKeys,
     RelayBody,
     Report,
+    SendData,
     SendEnd,
     SendHead,
 )
@@ -46,10 +47,12 @@ from igw_core.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 from igw_core.events import (
+    BodyFailure,
     ClientGone,
     Event,
     FailureReason,
@@ -60,6 +63,7 @@ from igw_core.events import (
     ProviderFailed,
     ProviderHead,
     ProviderResponse,
+    RequestBodyFailed,
     RequestData,
     RequestEnd,
     RequestHead,
@@ -114,7 +118,8 @@ class Flow(enum.Enum):
 TRANSITIONS: dict[State, dict[type[Event], str]] = {
     State.IDLE: {RequestHead: "_on_head"},
     State.AWAITING_KEYS: {KeysRefreshed: "_on_keys"},
-    State.READING_BODY: {RequestData: "_on_body_data", RequestEnd: "_on_body_end"},
+    State.READING_BODY: {RequestData: "_on_body_data", RequestEnd: "_on_body_end",
+                         RequestBodyFailed: "_on_body_failed"},
     State.AWAITING_PROVIDER: {ProviderHead: "_on_provider_head", ProviderFailed: "_on_failed"},
     State.RELAYING: {ProviderEnd: "_on_relay_end", ProviderFailed: "_on_relay_failed"},
     State.READING_PROVIDER: {
@@ -134,6 +139,8 @@ _DROP_FROM_UPSTREAM = frozenset({b"set-cookie", b"x-request-id", b"content-encod
 # The gateway's own X-Request-Id replaces the provider's, so the client sees one.
 _DROP_FROM_PROXIED = frozenset({b"x-request-id"})
 _MAX_REQUEST_ID = 128
+#: On a refusal after which the connection cannot be trusted to frame another request.
+_CLOSE = (("connection", "close"),)
 
 
 def request_id_of(head: RequestHead) -> str:
@@ -215,9 +222,12 @@ class Exchange:
             )
         handler: Callable[[Any], list[Effect]] = getattr(self, handler_name)
         try:
-            return handler(event)
+            effects = handler(event)
         except GatewayError as error:
-            return self._refuse(error, getattr(event, "now", self._started))
+            effects = self._refuse(error, getattr(event, "now", self._started))
+        if self._method == "HEAD":  # RFC 9110 §9.3.2: the head of the GET, no body
+            return [e for e in effects if not isinstance(e, SendData)]
+        return effects
 
     # -- request -----------------------------------------------------------
 
@@ -233,8 +243,9 @@ class Exchange:
             hdrs.get(head.headers, b"content-length") is not None
         ):
             # RFC 9112 §6.1: ambiguous framing, the classic request-smuggling vector.
+            # RFC 9112 §6.1: the server must close the connection after refusing it.
             raise BadRequest("request has both Content-Length and Transfer-Encoding",
-                             code="ambiguous_framing")
+                             code="ambiguous_framing", headers=_CLOSE)
         if head.path == "/health":
             self._require(head.method, ("GET",))
             return self._respond_json(200, {"message": "OK"}, head.now)
@@ -301,6 +312,8 @@ class Exchange:
         raise NotFound(f"no route for {method} {path}")
 
     def _require(self, method: str, allowed: tuple[str, ...]) -> None:
+        if "GET" in allowed:
+            allowed = (*allowed, "HEAD")
         if method not in allowed:
             raise MethodNotAllowed(
                 f"method {method} is not allowed here (allowed: {', '.join(allowed)})",
@@ -327,6 +340,12 @@ class Exchange:
         self._check_size(self._body_size)
         self._body.append(event.data)
         return []
+
+    def _on_body_failed(self, event: RequestBodyFailed) -> list[Effect]:
+        if event.reason is BodyFailure.TIMEOUT:
+            raise RequestTimeout(
+                "timed out reading the request body (SERVER_READ_TIMEOUT)", headers=_CLOSE)
+        raise BadRequest(f"malformed HTTP request: {event.detail}", headers=_CLOSE)
 
     def _on_body_end(self, event: RequestEnd) -> list[Effect]:
         body = b"".join(self._body)

@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from igw_core.events import BodyFailure
+
 
 class ClientDisconnected(Exception):
     """The client went away; raised by a channel's receive and send methods."""
+
+
+class RequestBodyError(Exception):
+    """The request body could not be read: too slow, or its framing broke HTTP.
+
+    The connection is still open so the response can say why; it must close after.
+    """
+
+    def __init__(self, reason: BodyFailure, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 class ClientChannel(Protocol):
@@ -16,7 +30,12 @@ class ClientChannel(Protocol):
     """
 
     async def receive_body(self) -> bytes | None:
-        """Return the next piece of the request body, or ``None`` at its end."""
+        """Return the next piece of the request body, or ``None`` at its end.
+
+        Raises:
+            ClientDisconnected: the client went away.
+            RequestBodyError: the body timed out or its framing is malformed.
+        """
 
     async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Send the response head (chunked framing unless ``content-length`` is given)."""

@@ -40,6 +40,7 @@ from igw_core.events import (
     ProviderFailed,
     ProviderHead,
     ProviderResponse,
+    RequestBodyFailed,
     RequestData,
     RequestEnd,
     RequestHead,
@@ -50,7 +51,7 @@ from igw_core.gateway import Gateway
 from igw_core.mcp.catalog import EMPTY
 from igw_core.report import ExchangeRecord
 from igw_core.responses import error_body
-from igw_io.channel import ClientChannel, ClientDisconnected
+from igw_io.channel import ClientChannel, ClientDisconnected, RequestBodyError
 from igw_io.mcp import MCPManager
 from igw_io.oidc import OIDCKeys
 from igw_io.upstream import Upstream, UpstreamFailure, UpstreamResponse
@@ -130,7 +131,11 @@ class _Run:
 
     async def read_request(self) -> None:
         while not self.exchange.finished:
-            data = await self.channel.receive_body()
+            try:
+                data = await self.channel.receive_body()
+            except RequestBodyError as error:
+                self.feed(RequestBodyFailed(error.reason, error.detail, self.clock()))
+                return
             if data is None:
                 self.feed(RequestEnd())
                 return

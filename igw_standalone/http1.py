@@ -14,8 +14,9 @@ import anyio
 import anyio.abc
 import h11
 
+from igw_core.events import BodyFailure
 from igw_core.responses import error_body
-from igw_io.channel import ClientDisconnected
+from igw_io.channel import ClientDisconnected, RequestBodyError
 from igw_io.runtime import Runtime
 from igw_standalone.sockets import PEER_GONE
 
@@ -175,15 +176,7 @@ class H11Connection:
         path, _, query = target.partition("?")
         head = self.runtime.head(request.method.decode("ascii"), path, query,
                                  list(request.headers))
-        channel = _Channel(self)
-        await self.runtime.handle(channel, head)
-        if channel.protocol_error is not None and self.conn.our_state is h11.SEND_RESPONSE:
-            await self._protocol_error(channel.protocol_error)
-            self.closed = True
-        elif channel.timed_out and self.conn.our_state is h11.SEND_RESPONSE:
-            await self._protocol_error(h11.RemoteProtocolError(
-                "timed out reading the request", error_status_hint=408))
-            self.closed = True
+        await self.runtime.handle(_Channel(self), head)
 
     def _next_cycle(self) -> bool:
         conn = self.conn
@@ -216,8 +209,6 @@ class _Channel:
 
     def __init__(self, connection: H11Connection) -> None:
         self.c = connection
-        self.protocol_error: h11.RemoteProtocolError | None = None
-        self.timed_out = False
 
     async def receive_body(self) -> bytes | None:
         c = self.c
@@ -226,11 +217,9 @@ class _Channel:
         try:
             event = await c._next_event(c.read_timeout)
         except h11.RemoteProtocolError as exc:
-            self.protocol_error = exc
-            raise ClientDisconnected from None
+            raise RequestBodyError(BodyFailure.MALFORMED, str(exc)) from None
         except _ReadTimeout:
-            self.timed_out = True
-            raise ClientDisconnected from None
+            raise RequestBodyError(BodyFailure.TIMEOUT, "timed out reading the body") from None
         if isinstance(event, h11.Data):
             return bytes(event.data)
         if isinstance(event, h11.EndOfMessage):
@@ -260,13 +249,13 @@ class _Channel:
     async def wait_disconnect(self) -> None:
         c = self.c
         while True:
-            if c.conn.their_state is h11.DONE and len(c.conn.trailing_data[0]) > _MAX_PIPELINED:
+            if len(c.conn.trailing_data[0]) > _MAX_PIPELINED:
                 await anyio.sleep_forever()
             try:
                 data = await c.stream.receive(_READ_SIZE)
             except PEER_GONE:
                 return
-            if c.conn.their_state is h11.DONE:
-                c.conn.receive_data(data)
-            elif not data:
+            if not data:
                 return
+            # A request pipelined behind this one: kept for the next cycle.
+            c.conn.receive_data(data)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
@@ -27,6 +27,7 @@ from igw_core.effects import (
 )
 from igw_core.errors import LocalProtocolError
 from igw_core.events import (
+    BodyFailure,
     ClientGone,
     Event,
     FailureReason,
@@ -35,6 +36,7 @@ from igw_core.events import (
     ProviderFailed,
     ProviderHead,
     ProviderResponse,
+    RequestBodyFailed,
     RequestData,
     RequestEnd,
     RequestHead,
@@ -940,6 +942,12 @@ def test_get_on_chat_completions_is_405_with_allow() -> None:
     assert response(out).header(b"allow") == [b"POST"]
 
 
+def test_post_on_a_get_route_is_405_allowing_get_and_head() -> None:
+    out = feed(Exchange(GATEWAY), head("POST", "/v1/models"))
+    error_of(out, 405)
+    assert response(out).header(b"allow") == [b"GET, HEAD"]
+
+
 def _to_upstream(status: int, body: bytes) -> list[Effect]:
     exchange, _ = chat(OK_CHAT)
     assert feed(exchange, ProviderHead(0, status, [(b"content-type", b"application/json")],
@@ -1107,3 +1115,60 @@ def test_a_client_that_leaves_after_every_declared_byte_was_served() -> None:
                  (b"content-length", str(len(body)).encode())]
     assert _relay_then_leave(body, json_head) == 200
     assert _relay_then_leave(body[:5], json_head) == 499
+
+
+@given(
+    path=st.one_of(
+        st.sampled_from(["/health", "/v1/models", "/v1/mcp/tools", "/v1/chat/completions",
+                         "/v1/models/openai/gpt-4o", "/proxy/nope/x"]),
+        st.text(alphabet="/abcv1-_.%", max_size=30).map(lambda p: "/" + p),
+    ),
+    query=st.sampled_from(["", "provider=openai", "provider=nope"]),
+)
+def test_head_is_get_without_the_body(path: str, query: str) -> None:
+    get = feed(Exchange(GATEWAY), head("GET", path, query))
+    head_out = feed(Exchange(GATEWAY), head("HEAD", path, query))
+    assert not any(isinstance(e, SendData) for e in head_out)
+    without_body = [e for e in get if not isinstance(e, (SendData, Report))]
+    assert [type(e) for e in head_out if not isinstance(e, Report)] == [
+        type(e) for e in without_body]
+    get_heads = [e for e in get if isinstance(e, SendHead)]
+    head_heads = [e for e in head_out if isinstance(e, SendHead)]
+    assert [h.status for h in head_heads] == [h.status for h in get_heads]
+    assert [[k for k, _ in h.headers] for h in head_heads] == [
+        [k for k, _ in h.headers] for h in get_heads]
+    if get_heads and get_heads[0].status < 300:  # errors may name the method they refuse
+        assert head_heads == get_heads
+
+
+def test_head_on_the_model_list_fans_out_and_answers_headers_only() -> None:
+    exchange = Exchange(GATEWAY)
+    calls = feed(exchange, head("HEAD", "/v1/models", "provider=openai"))
+    assert [c.method for c in calls if isinstance(c, CallProvider)] == ["GET"]
+    out = feed(exchange, ProviderResponse(0, 200, [], b'{"data":[{"id":"gpt-4o"}]}', 1.0))
+    sent = next(e for e in out if isinstance(e, SendHead))
+    assert sent.status == 200 and (b"content-length", b"0") not in sent.headers
+    assert not any(isinstance(e, SendData) for e in out)
+    assert SendEnd() in out
+
+
+def test_ambiguous_framing_refusal_closes_the_connection() -> None:
+    out = feed(Exchange(GATEWAY), head("POST", "/v1/chat/completions", headers=[
+        (b"content-length", b"4"), (b"transfer-encoding", b"chunked")]))
+    error_of(out, 400)
+    assert response(out).header(b"connection") == [b"close"]
+
+
+@pytest.mark.parametrize(("reason", "status"), [(BodyFailure.TIMEOUT, 408),
+                                                (BodyFailure.MALFORMED, 400)])
+def test_body_read_failure_is_answered_and_recorded_with_the_same_status(
+    reason: BodyFailure, status: int
+) -> None:
+    exchange = Exchange(GATEWAY)
+    assert feed(exchange, head("POST", "/v1/chat/completions")) == [ReadRequestBody()]
+    out = feed(exchange, RequestData(b'{"mo'), RequestBodyFailed(reason, "bad chunk", 2.0))
+    error_of(out, status)
+    assert response(out).header(b"connection") == [b"close"]
+    record = next(e.record for e in out if isinstance(e, Report))
+    assert record.status == status
+    assert exchange.finished
