@@ -5,8 +5,8 @@ A raw :class:`asyncio.Protocol` HTTP/1.1 server with precomputed responses:
 - ``POST .../chat/completions``: a fixed ``chat.completion`` JSON body with
   ``usage`` and a ``content-length``; when the request body contains
   ``"stream":true`` (a byte check, with or without the space), an SSE stream
-  of ~10 ``chat.completion.chunk`` events, a usage chunk and ``data: [DONE]``
-  in chunked transfer encoding, written in one go.
+  of 12 ``data:`` events (10 content chunks, a finish chunk, a usage chunk)
+  and ``data: [DONE]`` in chunked transfer encoding, written in one go.
 - ``GET .../models``: a one-model list; ``GET /health``: ``{"message":"OK"}``.
 - anything else: 404 JSON.
 
@@ -29,6 +29,7 @@ import contextlib
 import json
 import signal
 import sys
+from typing import cast
 
 MODEL = "gpt-4o-mini"
 CREATED = 1_700_000_000
@@ -82,8 +83,10 @@ def _stream_events() -> list[bytes]:
                          "finish_reason": finish}],
         }
 
-    objs: list[dict[str, object]] = [chunk({"role": "assistant", "content": ""}, None)]
-    objs += [chunk({"content": word}, None) for word in WORDS]
+    # 12 data events before [DONE]: 10 content chunks (the role rides on the first),
+    # the finish chunk and the usage chunk.
+    objs = [chunk({"role": "assistant", "content": WORDS[0]}, None)]
+    objs += [chunk({"content": word}, None) for word in WORDS[1:]]
     objs.append(chunk({}, "stop"))
     usage_chunk = chunk({}, None)
     usage_chunk["choices"] = []
@@ -174,8 +177,8 @@ class MockUpstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance check: uvloop's TCPTransport is no asyncio.Transport subclass.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
