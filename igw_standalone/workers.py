@@ -1,7 +1,10 @@
 """``--workers N``: N server processes sharing one port through SO_REUSEPORT.
 
-The parent only supervises: it restarts a worker that dies and passes
-SIGTERM/SIGINT on, so every worker drains its in-flight requests. With
+The parent binds the address once before forking, so a taken port is one clear
+error, not N dying workers. Then it only supervises: it restarts a worker that
+dies (with a growing pause when it keeps dying right after start, giving up
+after a few such deaths) and passes SIGTERM/SIGINT on, so every worker drains
+its in-flight requests. With
 telemetry on, the workers write their metrics to a fresh directory
 (prometheus-client's multiprocess mode) and the parent alone serves
 ``/metrics``, the sum over all workers, dead ones included.
@@ -16,9 +19,11 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from multiprocessing.process import BaseProcess
+from types import FrameType
 
 import anyio
 from prometheus_client.multiprocess import mark_process_dead
@@ -30,8 +35,14 @@ from igw_standalone.server import SHUTDOWN_GRACE, Server
 
 log = logging.getLogger("igw.workers")
 
-_RESTART_PAUSE = 0.5
 _TICK = 0.2
+#: A worker that dies sooner than this after its start counts as dying right after start.
+_QUICK_DEATH = 10.0
+#: The pause before restarting a worker after its first quick death; it doubles each time.
+_BACKOFF_FIRST = 0.5
+_BACKOFF_MAX = 8.0
+#: Quick deaths in a row of one worker after which the supervisor gives up.
+_GIVE_UP_AFTER = 5
 
 
 def _worker(settings: Settings, listener: MetricsListener | None) -> None:
@@ -44,6 +55,12 @@ def _worker(settings: Settings, listener: MetricsListener | None) -> None:
         anyio.run(server.serve)
     except KeyboardInterrupt:
         pass
+    except OSError as error:  # one log line, not multiprocessing's traceback on stderr
+        log.error("igw: cannot serve: %s", error)
+        sys.exit(1)
+    except Exception:
+        log.exception("worker failed")
+        sys.exit(1)
 
 
 class _SharedMetrics:
@@ -94,11 +111,59 @@ def _reserve_port(settings: Settings) -> tuple[Settings, socket.socket | None]:
     return dataclasses.replace(settings, server_port=port), holder
 
 
+def check_bind(settings: Settings) -> None:
+    """Bind the listening address as a single process would, then let it go.
+
+    The workers bind with SO_REUSEPORT, which would let them join another
+    process's port (or fail one by one, forever); this probe does not.
+
+    Raises:
+        OSError: the address cannot be bound, e.g. the port is taken.
+    """
+    if settings.server_port == 0:
+        return
+    found = socket.getaddrinfo(settings.server_host, settings.server_port,
+                               flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG)
+    for family, kind, proto, _, address in sorted(
+            {info for info in found if info[1] == socket.SOCK_STREAM}):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probe.bind(address)
+
+
+def _cause(exitcode: int | None) -> str:
+    """Return how a worker ended, in words: ``exit code 3`` or ``killed by SIGKILL``."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+@dataclasses.dataclass
+class _Slot:
+    """One worker position: the process in it (``None`` while waiting to restart)."""
+
+    process: BaseProcess | None = None
+    started: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float = 0.0
+
+
 def run_workers(settings: Settings, count: int) -> int:
     """Run ``count`` workers until SIGTERM/SIGINT; return the exit status.
 
-    Returns 1 without starting workers when the metrics port cannot be bound.
+    Returns 0 after a signal, 1 without starting workers when the metrics port cannot
+    be bound, and 1 when a worker died right after start ``_GIVE_UP_AFTER`` times in a
+    row (each death logged with its cause).
+
+    Raises:
+        OSError: the listening address cannot be bound; no worker was started.
     """
+    check_bind(settings)
     shared: _SharedMetrics | None = None
     if settings.telemetry_enable:
         try:
@@ -107,40 +172,69 @@ def run_workers(settings: Settings, count: int) -> int:
             log.error("cannot serve metrics (TELEMETRY_METRICS_PORT)",
                       extra={"port": settings.telemetry_metrics_port, "error": str(error)})
             return 1
-    settings, holder = _reserve_port(settings)
+    try:
+        settings, holder = _reserve_port(settings)
+    except OSError:
+        if shared is not None:
+            shared.close()
+        raise
     listener = shared.listener if shared is not None else None
     context = multiprocessing.get_context("fork")
     stopping = False
 
-    def stop(signum: int, frame: object) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
 
-    def start() -> BaseProcess:
-        process = context.Process(target=_worker, args=(settings, listener), daemon=False)
-        process.start()
-        return process
+    def start(slot: _Slot) -> None:
+        slot.process = context.Process(target=_worker, args=(settings, listener), daemon=False)
+        slot.process.start()
+        slot.started = time.monotonic()
 
-    workers = [start() for _ in range(count)]
-    log.info("workers started", extra={"workers": count, "port": settings.server_port})
+    def reap(slot: _Slot, process: BaseProcess) -> bool:
+        """Schedule the restart of a dead worker; return ``False`` to give up."""
+        if shared is not None:
+            shared.worker_died(process.pid)
+        now = time.monotonic()
+        slot.process = None
+        slot.quick_deaths = slot.quick_deaths + 1 if now - slot.started < _QUICK_DEATH else 0
+        cause = _cause(process.exitcode)
+        if slot.quick_deaths >= _GIVE_UP_AFTER:
+            log.error("workers keep dying right after start, giving up",
+                      extra={"pid": process.pid, "exitcode": process.exitcode, "cause": cause,
+                             "deaths": slot.quick_deaths})
+            return False
+        pause = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** max(0, slot.quick_deaths - 1))
+        slot.restart_at = now + pause
+        log.warning("worker died, restarting",
+                    extra={"pid": process.pid, "exitcode": process.exitcode, "cause": cause,
+                           "restart_in": pause})
+        return True
+
+    slots = [_Slot() for _ in range(count)]
+    status = 0
     try:
-        while not stopping:
+        for slot in slots:
+            start(slot)
+        log.info("workers started", extra={"workers": count, "port": settings.server_port})
+        while not stopping and status == 0:
             if listener is not None:
                 listener.handle_one(_TICK)  # scrapes are served between checks
             else:
                 time.sleep(_TICK)
-            for i, process in enumerate(workers):
-                if not process.is_alive() and not stopping:
-                    log.warning("worker died, restarting",
-                                extra={"pid": process.pid, "exitcode": process.exitcode})
-                    if shared is not None:
-                        shared.worker_died(process.pid)
-                    time.sleep(_RESTART_PAUSE)
-                    workers[i] = start()
+            for slot in slots:
+                if stopping:
+                    break
+                if slot.process is None:
+                    if time.monotonic() >= slot.restart_at:
+                        start(slot)
+                elif not slot.process.is_alive() and not reap(slot, slot.process):
+                    status = 1
+                    break
     finally:
+        workers = [slot.process for slot in slots if slot.process is not None]
         for process in workers:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
@@ -153,4 +247,6 @@ def run_workers(settings: Settings, count: int) -> int:
             holder.close()
         if shared is not None:
             shared.close()
-    return 0
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return status
