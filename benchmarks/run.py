@@ -1,20 +1,23 @@
-"""Benchmark the gateway's hot path against a fast mock upstream, on 127.0.0.1 only.
+"""Benchmark igw's hot path next to nginx and a minimal Python relay, on 127.0.0.1 only.
 
-Starts ``benchmarks/upstream.py``, the standalone gateway (``python -m
-igw_standalone``) and the ASGI app under uvicorn, then for each scenario
-(non-streaming chat, streaming chat, ``/proxy``) measures the same load sent
-straight to the upstream and through each frontend, and prints a markdown
-table. Results also go to ``benchmarks/results/latest.json``.
+Starts ``benchmarks/upstream.py`` (a fast mock OpenAI provider), then the targets:
+``nginx`` as a ``proxy_pass`` with upstream keep-alive (when installed), the floor relay
+``benchmarks/floor.py`` on asyncio and on uvloop, igw standalone on each parser/loop
+combination it supports, and the ASGI app under uvicorn (uvloop + httptools). For each
+scenario (non-streaming chat, streaming chat, ``/proxy``, one connection) it measures the
+mock alone (``direct``) and every target in turn, each target pinned to the same core, and
+prints markdown tables: RPS, p50/p99, errors, peak RSS, server CPU, and each igw row's ratio
+to the floor and to nginx. Results also go to ``benchmarks/results/latest.json``.
 
 Usage::
 
-    python benchmarks/run.py [--duration 10] [--connections 32] [--tool auto|wrk|python]
-                             [--only standalone,asgi] [--scenarios chat,stream,proxy]
+    python benchmarks/run.py [--duration 5] [--connections 64] [--tool auto|wrk|python]
+                             [--only nginx,floor,standalone,asgi]
+                             [--scenarios chat,stream,proxy,single] [--extra rss,workers]
 
-The load comes from ``wrk`` when it is installed (``apt-get install -y wrk``),
-otherwise from the bundled ``benchmarks/loadgen.py``; either runs in its own
-process. Every child process is stopped when this script ends, fails or is
-interrupted, and every run is bounded in time.
+The load comes from ``wrk`` when installed, otherwise from the bundled
+``benchmarks/loadgen.py``; either runs in its own process. Every child process is
+stopped when this script ends, fails or is interrupted, and every run is bounded in time.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -47,15 +50,18 @@ REPO = HERE.parent
 RESULTS = HERE / "results"
 HOST = "127.0.0.1"
 API_KEY = "sk-bench"
-FRONTENDS = ("standalone", "asgi")
-SCENARIOS = ("chat", "stream", "proxy")
+GROUPS = ("nginx", "floor", "standalone", "asgi")
+SCENARIOS = ("chat", "stream", "proxy", "single")
+EXTRAS = ("rss", "workers")
+#: ``data:`` events the mock streams before ``data: [DONE]``.
+STREAM_EVENTS = 12
 WARMUP_S = 1.0
 START_TIMEOUT_S = 20.0
 REQUEST_TIMEOUT_S = 10.0
 #: Environment passed through to the children; everything else is left out so a
 #: developer's own gateway settings (AUTH_ENABLE, MCP_SERVERS...) do not leak in.
 _BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
-_INSTALL_WRK = "install it with: apt-get update && apt-get install -y wrk"
+_INSTALL = "apt-get update && apt-get install -y nginx-light wrk"
 
 _MESSAGES = [{"role": "user", "content": "Say hello in one short sentence."}]
 
@@ -70,20 +76,41 @@ class Request:
 
 
 @dataclass
+class Target:
+    """One server under test; ``loop`` picks the floor it is compared with."""
+
+    name: str
+    kind: str  # direct | nginx | floor | igw | asgi
+    loop: str | None
+    port: int
+    proc: subprocess.Popen[bytes]
+
+
+@dataclass
 class Result:
     """One measured row."""
 
     scenario: str
     target: str
+    kind: str
+    loop: str | None
+    connections: int
+    pinned: bool
     tool: str
     rps: float
     p50_ms: float
     p99_ms: float
     errors: int
     requests: int
-    ratio: float | None
+    peak_rss_mb: float | None
     server_cpu_pct: float | None
     check: str
+    vs_floor: float | None = None
+    vs_best_floor: float | None = None
+    vs_nginx: float | None = None
+    added_p50_ms: float | None = None
+    added_vs_floor: float | None = None
+    vs_one_worker: float | None = None
 
 
 def _body(model: str, *, stream: bool) -> bytes:
@@ -95,8 +122,12 @@ def _body(model: str, *, stream: bool) -> bytes:
 
 
 def scenario_requests(scenario: str) -> tuple[Request, Request]:
-    """Return (request to the upstream directly, request to the gateway) for ``scenario``."""
-    if scenario == "chat":
+    """Return (request to the upstream directly, request to every other target).
+
+    nginx and the floor forward the gateway's request unchanged; the mock accepts any
+    model and any path ending in ``/chat/completions``.
+    """
+    if scenario in ("chat", "single"):
         return (Request("/v1/chat/completions", _body("gpt-4o-mini", stream=False), False),
                 Request("/v1/chat/completions", _body("openai/gpt-4o-mini", stream=False), False))
     if scenario == "stream":
@@ -118,6 +149,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    """``command`` under ``taskset -c cpu`` (taskset execs it: the pid stays the same)."""
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
 class Children:
     """The processes this script started; :meth:`stop_all` ends each one by its pid."""
 
@@ -125,10 +161,10 @@ class Children:
         self.procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
 
     def start(self, name: str, command: list[str], env: dict[str, str],
-              log_path: Path) -> subprocess.Popen[bytes]:
+              log_path: Path, cpu: int | None = None) -> subprocess.Popen[bytes]:
         log = open(log_path, "wb")  # noqa: SIM115 - closed in stop_all()
         proc = subprocess.Popen(
-            command, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
+            pinned(command, cpu), env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
@@ -160,7 +196,7 @@ def free_port() -> int:
 
 
 def wait_health(name: str, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    """Wait until ``GET /health`` answers 200.
+    """Wait until ``GET /health`` answers 200 (relays forward it to the mock).
 
     Raises:
         RuntimeError: the process exited or did not come up in time.
@@ -184,9 +220,14 @@ def wait_health(name: str, proc: subprocess.Popen[bytes], port: int, log_path: P
                        f"{START_TIMEOUT_S:.0f}s; log {log_path}")
 
 
+def base_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
+
+
 def gateway_env(upstream_port: int, port: int) -> dict[str, str]:
-    """The gateway's environment: the mock upstream as ``openai``, production logging."""
-    env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
+    """The gateway's environment: the mock upstream as ``openai``, production defaults
+    (JSON access log at INFO, telemetry off)."""
+    env = base_env()
     env.update({
         "OPENAI_API_URL": f"http://{HOST}:{upstream_port}/v1",
         "OPENAI_API_KEY": API_KEY,
@@ -198,15 +239,118 @@ def gateway_env(upstream_port: int, port: int) -> dict[str, str]:
     return env
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds a process has used so far (Linux ``/proc``), else None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+def nginx_config(directory: Path, port: int, upstream_port: int) -> Path:
+    """Write an nginx config: one worker, ``proxy_pass`` to the mock with keep-alive."""
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (directory / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    path = directory / "nginx.conf"
+    path.write_text(f"""\
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/tmp/body;
+    proxy_temp_path {directory}/tmp/proxy;
+    fastcgi_temp_path {directory}/tmp/fastcgi;
+    uwsgi_temp_path {directory}/tmp/uwsgi;
+    scgi_temp_path {directory}/tmp/scgi;
+    upstream mock {{
+        server {HOST}:{upstream_port};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {HOST}:{port} backlog=1024;
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+""")
+    return path
+
+
+def wait_listeners(port: int, count: int) -> None:
+    """Wait until ``count`` sockets listen on ``port`` (every ``--workers`` process is up),
+    so that wrk's connections, made at its start, spread over all of them."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    needle = f":{port:04X} "
+    while time.monotonic() < deadline:
+        try:
+            lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        except OSError:
+            return  # not Linux: nothing to count
+        if sum(1 for line in lines if needle in line and line.split()[3] == "0A") >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"fewer than {count} processes listen on port {port}")
+
+
+# -- process statistics (Linux /proc) -------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (nginx's worker, igw's ``--workers``)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(parents.get(current, ()))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds the processes have used so far, else None."""
+    total = 0.0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def reset_peak_rss(pids: list[int]) -> bool:
+    """Reset each process's VmHWM to its current RSS (``clear_refs`` 5); False if refused."""
+    ok = True
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+def peak_rss_mb(pids: list[int]) -> float | None:
+    """The largest VmHWM (peak resident set) of one of the processes, in MB."""
+    peaks = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+        if found:
+            peaks.append(int(found.group(1)) / 1024)
+    return round(max(peaks), 1) if peaks else None
 
 
 # -- one request, checked ------------------------------------------------------
@@ -227,8 +371,11 @@ def check(port: int, request: Request) -> str:
     if response.status != 200:
         return f"status {response.status}: {body[:200].decode(errors='replace')}"
     if request.stream:
-        if not body.rstrip().endswith(b"data: [DONE]") or b'"usage"' not in body:
+        events = [line for line in body.split(b"\n") if line.startswith(b"data:")]
+        if not events or events[-1].strip() != b"data: [DONE]" or b'"usage"' not in body:
             return f"stream without usage or [DONE]: {body[-200:]!r}"
+        if len(events) - 1 != STREAM_EVENTS:
+            return f"{len(events) - 1} data events before [DONE], expected {STREAM_EVENTS}"
         return "ok"
     try:
         parsed = json.loads(body)
@@ -306,14 +453,14 @@ def wrk_script(request: Request, directory: Path) -> Path:
 class Runner:
     """Runs one load measurement with the chosen tool, in a separate process."""
 
-    def __init__(self, tool: str, connections: int, threads: int, scratch: Path) -> None:
+    def __init__(self, tool: str, threads: int, scratch: Path) -> None:
         self.tool = tool
-        self.connections = connections
-        self.threads = max(1, min(threads, connections))
+        self.threads = threads
         self.scratch = scratch
 
-    def measure(self, port: int, request: Request, duration: float) -> Load:
-        """Warm up for a second, then measure for ``duration`` seconds.
+    def measure(self, port: int, request: Request, duration: float, connections: int,
+                cpu: int | None) -> Load:
+        """Warm up for a second, then measure for ``duration`` seconds, on ``cpu`` if set.
 
         Raises:
             RuntimeError: the load tool failed.
@@ -321,28 +468,31 @@ class Runner:
         url = f"http://{HOST}:{port}{request.path}"
         if self.tool == "wrk":
             script = wrk_script(request, self.scratch)
-            self._wrk(url, script, WARMUP_S)
-            return parse_wrk(self._wrk(url, script, duration))
-        return self._python(url, request, duration)
+            self._wrk(url, script, WARMUP_S, connections, cpu)
+            return parse_wrk(self._wrk(url, script, duration, connections, cpu))
+        return self._python(url, request, duration, connections, cpu)
 
-    def _wrk(self, url: str, script: Path, duration: float) -> str:
+    def _wrk(self, url: str, script: Path, duration: float, connections: int,
+             cpu: int | None) -> str:
         seconds = max(1, round(duration))
-        command = ["wrk", f"-t{self.threads}", f"-c{self.connections}", f"-d{seconds}s",
-                   "--latency", "--timeout", f"{REQUEST_TIMEOUT_S:.0f}s", "-s", str(script), url]
-        done = subprocess.run(command, capture_output=True, text=True,
+        threads = max(1, min(self.threads, connections))
+        command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+                   "--timeout", f"{REQUEST_TIMEOUT_S:.0f}s", "-s", str(script), url]
+        done = subprocess.run(pinned(command, cpu), capture_output=True, text=True,
                               timeout=seconds + REQUEST_TIMEOUT_S + 30, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
         return done.stdout
 
-    def _python(self, url: str, request: Request, duration: float) -> Load:
+    def _python(self, url: str, request: Request, duration: float, connections: int,
+                cpu: int | None) -> Load:
         body_file = self.scratch / f"body-{hashlib.sha1(request.body).hexdigest()[:12]}.json"
         body_file.write_bytes(request.body)
         command = [sys.executable, str(HERE / "loadgen.py"), "--url", url, "--body-file",
                    str(body_file), "-H", f"Authorization: Bearer {API_KEY}",
-                   "-c", str(self.connections), "-d", str(duration), "--warmup", str(WARMUP_S),
+                   "-c", str(connections), "-d", str(duration), "--warmup", str(WARMUP_S),
                    "--timeout", str(REQUEST_TIMEOUT_S), "--json"]
-        done = subprocess.run(command, capture_output=True, text=True,
+        done = subprocess.run(pinned(command, cpu), capture_output=True, text=True,
                               timeout=duration + WARMUP_S + 2 * REQUEST_TIMEOUT_S + 30,
                               check=False)
         if done.returncode != 0:
@@ -357,38 +507,47 @@ class Runner:
 # -- the run -----------------------------------------------------------------------
 
 
-def _csv(value: str, allowed: tuple[str, ...], flag: str) -> list[str]:
+def _csv(value: str, allowed: tuple[str, ...], flag: str, *, empty: bool = False) -> list[str]:
     items = [item.strip() for item in value.split(",") if item.strip()]
     bad = [item for item in items if item not in allowed]
-    if bad or not items:
+    if bad or (not items and not empty):
         raise SystemExit(f"{flag}: expected a comma-separated subset of {','.join(allowed)}")
     return items
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark igw (standalone and ASGI) against a mock upstream.",
-        epilog=f"wrk is used when installed; {_INSTALL_WRK}",
+        description="Benchmark igw against nginx and a minimal Python relay (the floor).",
+        epilog=f"wrk and nginx are used when installed; {_INSTALL}",
     )
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds measured per row (after a 1 s warm-up); default 10")
-    parser.add_argument("--connections", type=int, default=32,
-                        help="concurrent keep-alive connections; default 32")
+    parser.add_argument("--duration", type=float, default=5.0,
+                        help="seconds measured per row (after a 1 s warm-up); default 5")
+    parser.add_argument("--connections", type=int, default=64,
+                        help="concurrent keep-alive connections; default 64")
     parser.add_argument("--threads", type=int, default=1,
-                        help="wrk threads (default 1: the machine has few cores)")
+                        help="wrk threads (default 1: the load generator gets one core)")
     parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto",
                         help="load generator: wrk if installed (auto), or the bundled loadgen.py")
-    parser.add_argument("--only", default=",".join(FRONTENDS),
-                        help="frontends to measure: standalone,asgi")
+    parser.add_argument("--pin", choices=("auto", "on", "off"), default="auto",
+                        help="taskset pinning: target on one CPU, load and mock on another "
+                             "(auto: when there are >= 2 CPUs and taskset)")
+    parser.add_argument("--only", default=",".join(GROUPS),
+                        help="targets besides direct: nginx,floor,standalone,asgi")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="scenarios: chat,stream,proxy")
+                        help="scenarios: chat,stream,proxy,single")
+    parser.add_argument("--extra", default="",
+                        help="extra rows, off by default: rss (a chat row at "
+                             "--rss-connections) and/or workers (--workers 2 vs 1, unpinned)")
+    parser.add_argument("--rss-connections", type=int, default=256,
+                        help="connections of the rss extra's chat row; default 256")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json",
                         help="JSON results file (default benchmarks/results/latest.json)")
     args = parser.parse_args(argv)
-    args.frontends = _csv(args.only, FRONTENDS, "--only")
-    args.scenario_list = _csv(args.scenarios, SCENARIOS, "--scenarios")
-    if args.duration <= 0 or args.connections < 1:
-        parser.error("--duration must be > 0 and --connections >= 1")
+    args.groups = _csv(args.only, GROUPS, "--only", empty=True)
+    args.scenario_list = _csv(args.scenarios, SCENARIOS, "--scenarios", empty=True)
+    args.extras = _csv(args.extra, EXTRAS, "--extra", empty=True)
+    if args.duration <= 0 or args.connections < 1 or args.rss_connections < 1:
+        parser.error("--duration must be > 0 and connections >= 1")
     return args
 
 
@@ -396,30 +555,102 @@ def pick_tool(choice: str) -> str:
     """Return ``"wrk"`` or ``"python"`` for ``--tool``."""
     has_wrk = shutil.which("wrk") is not None
     if choice == "wrk" and not has_wrk:
-        raise SystemExit(f"--tool wrk: wrk is not installed; {_INSTALL_WRK}")
+        raise SystemExit(f"--tool wrk: wrk is not installed; {_INSTALL}")
     if choice == "auto":
         if not has_wrk:
-            print(f"wrk not found, using benchmarks/loadgen.py ({_INSTALL_WRK})",
-                  file=sys.stderr)
+            print(f"wrk not found, using benchmarks/loadgen.py ({_INSTALL})", file=sys.stderr)
         return "wrk" if has_wrk else "python"
     return choice
 
 
-def _fmt(value: float, digits: int = 2) -> str:
-    return "n/a" if value != value else f"{value:.{digits}f}"  # NaN check
+def pick_cpus(mode: str) -> tuple[int, int] | None:
+    """(CPU for the target, CPU for the load generator and the mock), or None: unpinned."""
+    if mode == "off":
+        return None
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) >= 2 and shutil.which("taskset"):
+        return cpus[0], cpus[1]
+    if mode == "on":
+        raise SystemExit("--pin on: needs taskset and at least 2 CPUs")
+    return None
+
+
+def igw_variants(notes: list[str]) -> list[tuple[str, list[str], str | None]]:
+    """(row name, extra flags, loop) for each parser/loop combination igw standalone has."""
+    done = subprocess.run([sys.executable, "-m", "igw_standalone", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env=base_env())
+    https = ["httptools", "h11"] if "--http" in done.stdout else [None]
+    loops = ["uvloop", "asyncio"] if "--loop" in done.stdout else [None]
+    if https == [None] or loops == [None]:
+        notes.append("igw standalone has no --http/--loop flags yet: one plain `igw` row "
+                     "(its own defaults) per scenario, compared with the asyncio floor")
+    out = []
+    for http_ in https:
+        for loop in loops:
+            flags = (["--http", http_] if http_ else []) + (["--loop", loop] if loop else [])
+            name = "-".join(["igw", *(part for part in (http_, loop) if part)])
+            out.append((name, flags, loop))
+    return out
+
+
+def _fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    if value is None or value != value:  # None or NaN
+        return "n/a"
+    return f"{value:.{digits}f}{suffix}"
 
 
 def table(results: list[Result]) -> str:
-    """Return the results as a markdown table."""
-    lines = ["| scenario | target | RPS | p50 ms | p99 ms | errors | ratio vs direct "
-             "| server CPU % |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """Return the rows as a markdown table."""
+    lines = ["| scenario | target | conns | RPS | p50 ms | p99 ms | errors | peak RSS MB "
+             "| CPU % | vs floor | vs best floor | vs nginx | vs 1 worker |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: |"]
     for r in results:
-        ratio = "n/a" if r.ratio is None else f"{r.ratio:.3f}x"
-        cpu = "n/a" if r.server_cpu_pct is None else f"{r.server_cpu_pct:.0f}"
-        lines.append(f"| {r.scenario} | {r.target} | {r.rps:.0f} | {_fmt(r.p50_ms)} | "
-                     f"{_fmt(r.p99_ms)} | {r.errors} | {ratio} | {cpu} |")
+        lines.append(
+            f"| {r.scenario} | {r.target} | {r.connections} | {r.rps:.0f} | {_fmt(r.p50_ms)} "
+            f"| {_fmt(r.p99_ms)} | {r.errors} | {_fmt(r.peak_rss_mb, 1)} "
+            f"| {_fmt(r.server_cpu_pct, 0)} | {_fmt(r.vs_floor, 3, 'x')} "
+            f"| {_fmt(r.vs_best_floor, 3, 'x')} | {_fmt(r.vs_nginx, 3, 'x')} "
+            f"| {_fmt(r.vs_one_worker, 2, 'x')} |")
     return "\n".join(lines)
+
+
+def single_table(results: list[Result]) -> str:
+    """The ``single`` rows as added latency over ``direct``."""
+    lines = ["| target | p50 ms | added p50 µs | added vs floor |",
+             "| --- | ---: | ---: | ---: |"]
+    for r in results:
+        if r.scenario == "single":
+            added = None if r.added_p50_ms is None else r.added_p50_ms * 1000
+            lines.append(f"| {r.target} | {_fmt(r.p50_ms, 3)} | {_fmt(added, 0)} "
+                         f"| {_fmt(r.added_vs_floor, 2, 'x')} |")
+    return "\n".join(lines)
+
+
+def add_ratios(rows: list[Result]) -> None:
+    """Fill in the ratios of one scenario's rows: to the floor, the best floor, nginx."""
+    floors = {r.loop: r for r in rows if r.kind == "floor"}
+    nginx = next((r for r in rows if r.kind == "nginx"), None)
+    direct = next((r for r in rows if r.kind == "direct"), None)
+    best = max(floors.values(), key=lambda r: r.rps, default=None)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or not b or a != a or b != b else round(a / b, 3)
+
+    for r in rows:
+        if r.kind in ("igw", "asgi"):
+            floor = floors.get(r.loop or "asyncio")
+            r.vs_floor = ratio(r.rps, floor.rps if floor else None)
+            r.vs_best_floor = ratio(r.rps, best.rps if best else None)
+        if r.kind in ("igw", "asgi", "floor"):
+            r.vs_nginx = ratio(r.rps, nginx.rps if nginx else None)
+        if r.scenario == "single" and direct is not None and r.kind != "direct":
+            r.added_p50_ms = round(r.p50_ms - direct.p50_ms, 3)
+    for r in rows:
+        floor = floors.get(r.loop or "asyncio")
+        if r.kind in ("igw", "asgi") and floor is not None and floor.added_p50_ms:
+            r.added_vs_floor = ratio(r.added_p50_ms, floor.added_p50_ms)
 
 
 def _json_row(result: Result) -> dict[str, Any]:
@@ -436,84 +667,194 @@ def _versions() -> dict[str, str | None]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
-    if shutil.which("wrk"):
-        done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False,
-                              timeout=10)
-        out["wrk"] = (done.stdout or done.stderr).splitlines()[0] if (
-            done.stdout or done.stderr) else None
+    for tool, flag in (("wrk", "-v"), ("nginx", "-v")):
+        if shutil.which(tool):
+            done = subprocess.run([tool, flag], capture_output=True, text=True, check=False,
+                                  timeout=10)
+            text = (done.stdout or done.stderr).strip()
+            out[tool] = text.splitlines()[0] if text else None
     return out
 
 
-def run(args: argparse.Namespace, children: Children) -> list[Result]:
-    """Start everything, measure every (scenario, target), return the rows."""
+@dataclass
+class Bench:
+    """Everything one run shares: processes, load runner, pinning, notes."""
+
+    args: argparse.Namespace
+    children: Children
+    runner: Runner
+    cpus: tuple[int, int] | None
+    scratch: Path
+    notes: list[str] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+    upstream_port: int = 0
+
+    @property
+    def target_cpu(self) -> int | None:
+        return self.cpus[0] if self.cpus else None
+
+    @property
+    def load_cpu(self) -> int | None:
+        return self.cpus[1] if self.cpus else None
+
+    def start(self, name: str, kind: str, loop: str | None, command: list[str],
+              env: dict[str, str], port: int, *, cpu: int | None) -> Target:
+        log_path = RESULTS / f"{name}.log"
+        proc = self.children.start(name, command, env, log_path, cpu)
+        wait_health(name, proc, port, log_path)
+        return Target(name, kind, loop, port, proc)
+
+    def start_targets(self) -> list[Target]:
+        """Start the mock and every target the run measures, in table order."""
+        args, cpu = self.args, self.target_cpu
+        self.upstream_port = up = free_port()
+        targets = [self.start("upstream", "direct", None,
+                              [sys.executable, str(HERE / "upstream.py"), "--host", HOST,
+                               "--port", str(up)], base_env(), up, cpu=self.load_cpu)]
+        targets[0].name = "direct"
+        if "nginx" in args.groups:
+            if shutil.which("nginx") is None:
+                self.notes.append(f"nginx row skipped: nginx is not installed ({_INSTALL})")
+            else:
+                port = free_port()
+                directory = self.scratch / "nginx"
+                conf = nginx_config(directory, port, up)
+                targets.append(self.start(
+                    "nginx", "nginx", None,
+                    ["nginx", "-p", str(directory), "-e", str(directory / "error.log"),
+                     "-c", str(conf), "-g", "daemon off;"], base_env(), port, cpu=cpu))
+        if "floor" in args.groups:
+            for loop in ("asyncio", "uvloop"):
+                if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+                    self.notes.append("floor-uvloop skipped: uvloop is not installed")
+                    continue
+                port = free_port()
+                name = "floor" if loop == "asyncio" else "floor-uvloop"
+                targets.append(self.start(
+                    name, "floor", loop,
+                    [sys.executable, str(HERE / "floor.py"), "--port", str(port),
+                     "--upstream", f"{HOST}:{up}", "--loop", loop], base_env(), port, cpu=cpu))
+        if "standalone" in args.groups:
+            for name, flags, loop in igw_variants(self.notes):
+                port = free_port()
+                targets.append(self.start(name, "igw", loop,
+                                          [sys.executable, "-m", "igw_standalone", *flags],
+                                          gateway_env(up, port), port, cpu=cpu))
+        if "asgi" in args.groups:
+            port = free_port()
+            targets.append(self.start(
+                "asgi-uvicorn", "asgi", "uvloop",
+                [sys.executable, "-m", "uvicorn", "igw_asgi:app", "--host", HOST, "--port",
+                 str(port), "--no-access-log", "--log-level", "warning", "--loop", "uvloop",
+                 "--http", "httptools"], gateway_env(up, port), port, cpu=cpu))
+        return targets
+
+    def row(self, scenario: str, target: Target, request: Request, connections: int,
+            *, load_cpu: int | None, duration: float | None = None) -> Result:
+        """Check, then measure one target: load, CPU and peak RSS of its process tree."""
+        verdict = check(target.port, request)
+        if verdict != "ok":
+            print(f"WARNING {scenario}/{target.name}: check failed: {verdict}", file=sys.stderr)
+        pids = process_tree(target.proc.pid)
+        if not reset_peak_rss(pids):
+            self.note_once("peak RSS is since process start (could not reset VmHWM)")
+        before = cpu_seconds(pids)
+        started = time.monotonic()
+        load = self.runner.measure(target.port, request, duration or self.args.duration,
+                                   connections, load_cpu)
+        wall = time.monotonic() - started
+        after = cpu_seconds(pids)
+        cpu = None if before is None or after is None else 100 * (after - before) / wall
+        result = Result(scenario, target.name, target.kind, target.loop, connections,
+                        load_cpu is not None, self.runner.tool, round(load.rps, 1),
+                        load.p50_ms, load.p99_ms, load.errors, load.requests,
+                        peak_rss_mb(pids), None if cpu is None else round(cpu, 1), verdict)
+        print(f"  {scenario:<9} {target.name:<22} {load.rps:>8.0f} rps  p50 "
+              f"{_fmt(load.p50_ms, 3)} ms  p99 {_fmt(load.p99_ms)} ms  errors {load.errors}  "
+              f"rss {_fmt(result.peak_rss_mb, 1)} MB  cpu {_fmt(result.server_cpu_pct, 0)}%",
+              file=sys.stderr)
+        time.sleep(0.3)
+        return result
+
+    def note_once(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def main_rows(self, targets: list[Target]) -> None:
+        for scenario in self.args.scenario_list:
+            direct_request, relayed_request = scenario_requests(scenario)
+            connections = 1 if scenario == "single" else self.args.connections
+            rows = [self.row(scenario, t, direct_request if t.kind == "direct"
+                             else relayed_request, connections, load_cpu=self.load_cpu)
+                    for t in targets]
+            add_ratios(rows)
+            self.results += rows
+
+    def rss_rows(self, targets: list[Target]) -> None:
+        """A chat row at --rss-connections for the floors and every igw standalone row."""
+        _, request = scenario_requests("chat")
+        n = self.args.rss_connections
+        rows = [self.row(f"chat-c{n}", t, request, n, load_cpu=self.load_cpu)
+                for t in targets if t.kind in ("floor", "igw")]
+        add_ratios(rows)
+        self.results += rows
+
+    def workers_rows(self) -> None:
+        """igw standalone --workers 1 and 2, unpinned, with the load on the same cores."""
+        _, request = scenario_requests("chat")
+        rows = []
+        for workers in (1, 2):
+            port = free_port()
+            target = self.start(f"igw-workers{workers}", "igw", None,
+                                [sys.executable, "-m", "igw_standalone", "--workers",
+                                 str(workers)], gateway_env(self.upstream_port, port), port,
+                                cpu=None)
+            wait_listeners(port, workers)
+            rows.append(self.row("chat-workers", target, request, self.args.connections,
+                                 load_cpu=None))
+            target.proc.terminate()
+            target.proc.wait(timeout=15)
+        if rows[0].rps:
+            rows[1].vs_one_worker = round(rows[1].rps / rows[0].rps, 3)
+        self.notes.append("workers rows are unpinned: wrk, the mock and the workers share "
+                          f"all {os.cpu_count()} cores, so 2 workers cannot reach 2x here")
+        self.results += rows
+
+
+def run(args: argparse.Namespace, children: Children) -> Bench:
+    """Start everything, measure every row, return the bench with its results."""
     tool = pick_tool(args.tool)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for frontend in args.frontends:
-        module = "igw_standalone" if frontend == "standalone" else "igw_asgi"
+    for module in ("igw_standalone", "igw_asgi", "httptools"):
         if importlib.util.find_spec(module) is None:
             raise SystemExit(f"{module} is not importable: run `pip install -e .` first")
-
-    upstream_port = free_port()
-    upstream_log = RESULTS / "upstream.log"
-    upstream = children.start(
-        "upstream", [sys.executable, str(HERE / "upstream.py"), "--host", HOST,
-                     "--port", str(upstream_port)],
-        {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}, upstream_log)
-    wait_health("upstream", upstream, upstream_port, upstream_log)
-
-    targets: dict[str, tuple[int, subprocess.Popen[bytes]]] = {"direct": (upstream_port,
-                                                                          upstream)}
-    for frontend in args.frontends:
-        port = free_port()
-        env = gateway_env(upstream_port, port)
-        if frontend == "standalone":
-            command = [sys.executable, "-m", "igw_standalone"]
-        else:
-            command = [sys.executable, "-m", "uvicorn", "igw_asgi:app", "--host", HOST,
-                       "--port", str(port), "--no-access-log", "--log-level", "warning"]
-        log_path = RESULTS / f"{frontend}.log"
-        proc = children.start(frontend, command, env, log_path)
-        wait_health(frontend, proc, port, log_path)
-        targets[frontend] = (port, proc)
-
-    print(f"tool={tool} duration={args.duration:g}s connections={args.connections} "
-          f"scenarios={','.join(args.scenario_list)} frontends={','.join(args.frontends)}",
-          file=sys.stderr)
-    results: list[Result] = []
+    cpus = pick_cpus(args.pin)
     with tempfile.TemporaryDirectory(prefix="igw-bench-") as scratch:
-        runner = Runner(tool, args.connections, args.threads, Path(scratch))
-        for scenario in args.scenario_list:
-            direct_request, gateway_request = scenario_requests(scenario)
-            direct_rps: float | None = None
-            for target, (port, proc) in targets.items():
-                request = direct_request if target == "direct" else gateway_request
-                verdict = check(port, request)
-                if verdict != "ok":
-                    print(f"WARNING {scenario}/{target}: check failed: {verdict}",
-                          file=sys.stderr)
-                before = cpu_seconds(proc.pid)
-                started = time.monotonic()
-                load = runner.measure(port, request, args.duration)
-                wall = time.monotonic() - started
-                after = cpu_seconds(proc.pid)
-                cpu = None if before is None or after is None else 100 * (after - before) / wall
-                if target == "direct":
-                    direct_rps = load.rps
-                ratio = load.rps / direct_rps if direct_rps else None
-                row = Result(scenario, target, tool, round(load.rps, 1), load.p50_ms,
-                             load.p99_ms, load.errors, load.requests,
-                             None if ratio is None else round(ratio, 3),
-                             None if cpu is None else round(cpu, 1), verdict)
-                results.append(row)
-                print(f"  {scenario:<7} {target:<10} {load.rps:>9.0f} rps  p50 "
-                      f"{_fmt(load.p50_ms)} ms  p99 {_fmt(load.p99_ms)} ms  "
-                      f"errors {load.errors}", file=sys.stderr)
-                time.sleep(0.3)
-    return results
+        bench = Bench(args, children, Runner(tool, args.threads, Path(scratch)), cpus,
+                      Path(scratch))
+        if cpus:
+            bench.notes.append(f"pinned with taskset: the target under test on CPU {cpus[0]}, "
+                               f"the load generator ({tool}) and the mock upstream on CPU "
+                               f"{cpus[1]}; idle targets wait on CPU {cpus[0]}")
+        else:
+            bench.notes.append("not pinned: the load generator, the mock and the target "
+                               "share every core")
+        try:
+            targets = bench.start_targets()
+            print(f"tool={tool} duration={args.duration:g}s connections={args.connections} "
+                  f"targets={','.join(t.name for t in targets)}", file=sys.stderr)
+            bench.main_rows(targets)
+            if "rss" in args.extras:
+                bench.rss_rows(targets)
+            if "workers" in args.extras:
+                bench.workers_rows()
+        finally:
+            children.stop_all()  # before nginx's config directory goes away
+    return bench
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the benchmark, print the table, write the JSON results."""
+    """Run the benchmark, print the tables, write the JSON results."""
     args = parse_args(argv)
     children = Children()
     atexit.register(children.stop_all)
@@ -526,7 +867,7 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signum, on_signal)
     started = time.time()
     try:
-        results = run(args, children)
+        bench = run(args, children)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -535,22 +876,37 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     finally:
         children.stop_all()
+    results = bench.results
     print(table(results))
+    if any(r.scenario == "single" for r in results):
+        print("\nOne connection (added latency over direct's p50):\n")
+        print(single_table(results))
     failed = [r for r in results if r.check != "ok"]
     for r in failed:
-        print(f"\nnote: {r.scenario}/{r.target} failed its check before the run: {r.check}")
+        bench.notes.append(f"{r.scenario}/{r.target} failed its check before the run: "
+                           f"{r.check}")
+    print()
+    for note in [*bench.notes,
+                 f"stream: the mock sends {STREAM_EVENTS} data events + [DONE] per response",
+                 f"elapsed {time.time() - started:.0f}s"]:
+        print(f"note: {note}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({
         "meta": {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "elapsed_s": round(time.time() - started, 1),
             "duration_s": args.duration,
             "warmup_s": WARMUP_S,
             "connections": args.connections,
             "threads": args.threads,
             "tool": results[0].tool if results else None,
+            "pinned_cpus": {"target": bench.cpus[0], "load_and_mock": bench.cpus[1]}
+            if bench.cpus else None,
+            "stream_events": STREAM_EVENTS,
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "versions": _versions(),
+            "notes": bench.notes,
             "logs": str(RESULTS),
         },
         "results": [_json_row(r) for r in results],
