@@ -77,6 +77,9 @@ class _Channel:
         # server close the connection, so the client sees an incomplete response.
         raise ClientDisconnected
 
+    def on_disconnect(self, callback: Callable[[], None] | None) -> bool:
+        return False  # the driver watches with wait_disconnect
+
     async def wait_disconnect(self) -> None:
         while True:
             message = await self._receive()

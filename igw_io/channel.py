@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from igw_core.events import BodyFailure
@@ -48,6 +49,13 @@ class ClientChannel(Protocol):
 
     async def abort(self) -> None:
         """Break the connection without completing the response."""
+
+    def on_disconnect(self, callback: Callable[[], None] | None) -> bool:
+        """Have ``callback`` called once if the client leaves before the response ends.
+
+        Returns false when the channel cannot tell by itself (ASGI learns it only
+        by reading); the driver then runs :meth:`wait_disconnect` in a task.
+        """
 
     async def wait_disconnect(self) -> None:
         """Return when the client has disconnected (may never return)."""

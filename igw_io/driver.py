@@ -8,14 +8,12 @@ exchange reports. Client disconnects cancel outstanding provider calls.
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
 
 from igw_core.effects import (
     Abort,
@@ -60,7 +58,7 @@ log = logging.getLogger("igw.driver")
 
 
 class _Run:
-    """The state of one drive: the exchange, open provider responses, pending events."""
+    """The state of one drive: the exchange, open provider responses, pending effects."""
 
     def __init__(
         self, exchange: Exchange, channel: ClientChannel, upstream: Upstream,
@@ -76,60 +74,71 @@ class _Run:
         self.effects: deque[Effect] = deque()
         self.responses: dict[int, UpstreamResponse] = {}
         self.record: ExchangeRecord | None = None
-        self.background = 0
-        self.send_events: MemoryObjectSendStream[Event] | None = None
+        self.gone = False
+        #: Starts watching for the client's disconnect (channels that cannot tell by
+        #: themselves); called before the first provider or tool call.
+        self.watch: Callable[[], None] | None = None
 
     def feed(self, event: Event) -> None:
         self.effects.extend(self.exchange.receive(event))
 
-    async def perform(self, effect: Effect, tg: TaskGroup) -> None:
-        channel = self.channel
-        if isinstance(effect, SendData):
-            await channel.send_data(effect.data)
-        elif isinstance(effect, SendHead):
-            await channel.send_head(effect.status, list(effect.headers))
-        elif isinstance(effect, SendEnd):
-            await channel.send_end()
-        elif isinstance(effect, RelayBody):
-            await self.relay(effect)
-        elif isinstance(effect, CallProvider):
-            if effect.buffer:
-                self.background += 1
-                tg.start_soon(self.call_buffered, effect)
+    async def run(self) -> None:
+        """Perform effects until the exchange has reported.
+
+        Parallel work (buffered provider calls, tool calls) that the exchange asks
+        for together runs in one task group; everything else runs in this task.
+
+        Raises:
+            ClientDisconnected: the client left.
+        """
+        effects = self.effects
+        perform = _PERFORM
+        while effects or not self.exchange.finished:
+            if not effects:  # pragma: no cover - the exchange always asks for something
+                raise RuntimeError("exchange stalled without effects")
+            effect = effects.popleft()
+            kind = type(effect)
+            if self.watch is not None and kind in _CALLS:
+                self.watch()
+                self.watch = None
+            if kind in _PARALLEL and (kind is CallTool or effect.buffer):  # type: ignore[attr-defined]
+                batch = [effect]
+                while effects and type(effects[0]) in _PARALLEL and (
+                        type(effects[0]) is CallTool or effects[0].buffer):  # type: ignore[attr-defined]
+                    batch.append(effects.popleft())
+                async with anyio.create_task_group() as tg:
+                    for call in batch:
+                        tg.start_soon(self.call_parallel, call)
             else:
-                await self.call_streamed(effect)
-        elif isinstance(effect, CallTool):
-            self.background += 1
-            tg.start_soon(self.call_tool, effect)
-        elif isinstance(effect, ReadRequestBody):
-            await self.read_request()
-        elif isinstance(effect, RefreshKeys):
-            keys = await self.oidc.refresh_for_kid(effect.kid) if self.oidc else None
-            self.feed(KeysRefreshed(keys))
-        elif isinstance(effect, ReadProviderBody):
-            await self.read_provider(effect.call)
-        elif isinstance(effect, Report):
-            self.record = effect.record
-        elif isinstance(effect, Abort):
-            await channel.abort()
-        else:  # pragma: no cover - a new effect type without a handler is a bug
-            raise TypeError(f"unknown effect {effect!r}")
+                await perform[kind](self, effect)
+
+    async def send_data(self, effect: SendData) -> None:
+        await self.channel.send_data(effect.data)
+
+    async def send_head(self, effect: SendHead) -> None:
+        await self.channel.send_head(effect.status, list(effect.headers))
+
+    async def send_end(self, effect: SendEnd) -> None:
+        await self.channel.send_end()
+
+    async def abort(self, effect: Abort) -> None:
+        await self.channel.abort()
+
+    async def report(self, effect: Report) -> None:
+        self.record = effect.record
+
+    async def refresh_keys(self, effect: RefreshKeys) -> None:
+        keys = await self.oidc.refresh_for_kid(effect.kid) if self.oidc else None
+        self.feed(KeysRefreshed(keys))
 
     async def perform_simple(self, effect: Effect) -> None:
-        """Perform an effect that needs no task group (a response from the head alone)."""
+        """Perform an effect of a response made from the head alone."""
         try:
-            if isinstance(effect, SendHead):
-                await self.channel.send_head(effect.status, list(effect.headers))
-            elif isinstance(effect, SendData):
-                await self.channel.send_data(effect.data)
-            elif isinstance(effect, SendEnd):
-                await self.channel.send_end()
-            elif isinstance(effect, Report):
-                self.record = effect.record
+            await _PERFORM[type(effect)](self, effect)
         except ClientDisconnected:
             pass
 
-    async def read_request(self) -> None:
+    async def read_request(self, effect: ReadRequestBody) -> None:
         while not self.exchange.finished:
             try:
                 data = await self.channel.receive_body()
@@ -150,6 +159,13 @@ class _Run:
         self.responses[call.call] = response
         self.feed(ProviderHead(call.call, response.status, response.headers, self.clock()))
 
+    async def call_parallel(self, effect: Effect) -> None:
+        if isinstance(effect, CallTool):
+            await self.call_tool(effect)
+        else:
+            assert isinstance(effect, CallProvider)
+            await self.call_buffered(effect)
+
     async def call_buffered(self, call: CallProvider) -> None:
         event: Event
         try:
@@ -162,8 +178,7 @@ class _Run:
                                      self.clock())
         except UpstreamFailure as failure:
             event = ProviderFailed(call.call, failure.reason, failure.detail, self.clock())
-        assert self.send_events is not None
-        await self.send_events.send(event)
+        self.feed(event)
 
     async def call_tool(self, call: CallTool) -> None:
         if self.mcp is None:
@@ -174,8 +189,7 @@ class _Run:
             except Exception as exc:  # the model gets a readable result, not a failed request
                 log.exception("mcp tool call failed unexpectedly")
                 ok, text = False, f"internal error calling {call.tool}: {exc}"
-        assert self.send_events is not None
-        await self.send_events.send(ToolResult(call.call, ok, text, self.clock()))
+        self.feed(ToolResult(call.call, ok, text, self.clock()))
 
     async def relay(self, effect: RelayBody) -> None:
         response = self.responses.pop(effect.call)
@@ -196,7 +210,8 @@ class _Run:
             await response.aclose()
         self.feed(ProviderEnd(effect.call, self.clock(), first))
 
-    async def read_provider(self, call: int) -> None:
+    async def read_provider(self, effect: ReadProviderBody) -> None:
+        call = effect.call
         response = self.responses.pop(call)
         try:
             async for chunk in response.chunks():
@@ -216,6 +231,23 @@ class _Run:
         for response in self.responses.values():
             await response.aclose()
         self.responses.clear()
+
+
+#: How each effect is performed; CallProvider(buffer=True) and CallTool run in parallel.
+_PERFORM: dict[type[Effect], Callable[[_Run, Any], Awaitable[None]]] = {
+    SendData: _Run.send_data,
+    SendHead: _Run.send_head,
+    SendEnd: _Run.send_end,
+    RelayBody: _Run.relay,
+    CallProvider: _Run.call_streamed,
+    ReadRequestBody: _Run.read_request,
+    RefreshKeys: _Run.refresh_keys,
+    ReadProviderBody: _Run.read_provider,
+    Report: _Run.report,
+    Abort: _Run.abort,
+}
+_PARALLEL = frozenset({CallProvider, CallTool})
+_CALLS = frozenset({CallProvider, CallTool})
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,48 +283,33 @@ async def drive(services: Services, channel: ClientChannel, head: RequestHead) -
     exchange = Exchange(services.gateway, tools=tools, keys=keys)
     run = _Run(exchange, channel, services.upstream, clock, mcp, oidc)
     run.feed(head)
-    if run.exchange.finished:  # answered from the head alone: no IO to watch
+    if exchange.finished:  # answered from the head alone: no IO to watch
         for effect in run.effects:
             await run.perform_simple(effect)
         assert run.record is not None
         return run.record
-    send_events, receive_events = anyio.create_memory_object_stream[Event](math.inf)
-    run.send_events = send_events
-    gone = False
     try:
-        async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as scope:
 
-            async def watch() -> None:
-                nonlocal gone
-                await channel.wait_disconnect()
-                gone = True
-                tg.cancel_scope.cancel()
+            def disconnected() -> None:
+                run.gone = True
+                scope.cancel()
 
-            watching = False
             try:
-                while run.effects or not run.exchange.finished:
-                    if run.effects:
-                        effect = run.effects.popleft()
-                        if not watching and isinstance(effect, CallProvider):
-                            watching = True
-                            tg.start_soon(watch)
-                        await run.perform(effect, tg)
-                    elif run.background:
-                        run.background -= 1
-                        run.feed(await receive_events.receive())
-                    else:  # pragma: no cover - the exchange always asks for something
-                        raise RuntimeError("exchange stalled without effects")
+                if channel.on_disconnect(disconnected):
+                    await run.run()
+                else:
+                    await _run_watched(run, channel, disconnected)
             except ClientDisconnected:
-                gone = True
-            tg.cancel_scope.cancel()
+                run.gone = True
+            finally:
+                channel.on_disconnect(None)
     finally:
         await run.close()
-        send_events.close()
-        receive_events.close()
     for effect in run.effects:  # what an interrupted run left, its Report among them
         if isinstance(effect, Report):
             run.record = effect.record
-    if gone and not run.exchange.finished:
+    if run.gone and not exchange.finished:
         run.effects.clear()
         run.feed(ClientGone(clock()))
         for effect in run.effects:
@@ -300,6 +317,23 @@ async def drive(services: Services, channel: ClientChannel, head: RequestHead) -
                 run.record = effect.record
     assert run.record is not None
     return run.record
+
+
+async def _run_watched(run: _Run, channel: ClientChannel, disconnected: Callable[[], None]
+                       ) -> None:
+    """:meth:`_Run.run` with a task that reads for the disconnect, once calls begin."""
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await channel.wait_disconnect()
+            disconnected()
+
+        def start_watching() -> None:
+            tg.start_soon(watch)
+
+        run.watch = start_watching
+        await run.run()
+        tg.cancel_scope.cancel()
 
 
 async def serve(services: Services, channel: ClientChannel, head: RequestHead) -> ExchangeRecord:
@@ -336,6 +370,7 @@ class _HeadTracker:
         self.send_data = channel.send_data
         self.send_end = channel.send_end
         self.abort = channel.abort
+        self.on_disconnect = channel.on_disconnect
         self.wait_disconnect = channel.wait_disconnect
 
     async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:

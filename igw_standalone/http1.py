@@ -1,261 +1,490 @@
-"""HTTP/1.1 connections on h11: every h11 call of the standalone server lives here.
+"""HTTP/1.1 connections as asyncio Protocols: one parser per connection, one request at a time.
 
-Keeping them in one module lets a compiled h11 drop-in be measured against
-this one without touching the rest.
+Bytes from ``data_received`` go through the connection's parser
+(:mod:`igw_standalone.parsers`) into a queue of events; the request at the head
+of the queue is served by the shared driver, with this connection as its
+``ClientChannel``. Keep-alive and pipelining come from the queue; the client's
+disconnect from ``connection_lost``; timeouts are loop timers armed only while
+something waits; backpressure is ``pause_reading`` while queued input is large
+and ``pause_writing`` while the client reads slowly. The connection writes its
+responses itself. HTTP/2 (prior knowledge or TLS ALPN ``h2``) is handed to
+:class:`~igw_standalone.http2.H2Connection` over a :class:`TransportStream`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http
 import logging
+import socket
+from collections import deque
 from collections.abc import Callable
-
-import anyio
-import anyio.abc
-import h11
+from typing import TYPE_CHECKING
 
 from igw_core.events import BodyFailure
 from igw_core.responses import error_body
 from igw_io.channel import ClientDisconnected, RequestBodyError
-from igw_io.runtime import Runtime
-from igw_standalone.sockets import PEER_GONE
+from igw_standalone.http2 import PREFACE, H2Connection
+from igw_standalone.parsers import END, Failure, Head, ParserEvent, RequestParser
+from igw_standalone.streams import TransportStream
+
+if TYPE_CHECKING:
+    from igw_standalone.server import Server
 
 log = logging.getLogger("igw.http")
 
-_READ_SIZE = 65536
-_MAX_HEAD = 64 * 1024
-# How much pipelined input may pile up while a response is still being sent.
-_MAX_PIPELINED = 1024 * 1024
-# Lingering close after an early response: how long and how much to drain.
-_LINGER_SECONDS = 1.0
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+#: Queued input (pipelined requests, unread body) above which reading pauses.
+_HIGH_WATER = 1024 * 1024
+_LOW_WATER = 256 * 1024
+#: Lingering close after an early response: how long and how much to drain.
+_LINGER_SECONDS = 1.0
 _LINGER_BYTES = 16 * 1024 * 1024
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+_NO_BODY_STATUSES = frozenset({204, 304})
 
 
+class HTTP1Connection(asyncio.Protocol):
+    """One client connection; also the ``ClientChannel`` of the request it is serving."""
 
-class _ReadTimeout(Exception):
-    """The client was too slow sending its request."""
-
-
-class H11Connection:
-    """Serves requests on one client connection until it closes.
-
-    Keep-alive and pipelining come from h11's cycle; backpressure from
-    awaiting each socket write.
-    """
-
-    def __init__(
-        self,
-        stream: anyio.abc.ByteStream,
-        runtime: Runtime,
-        is_shutting_down: Callable[[], bool],
-        initial: bytes = b"",
-    ) -> None:
-        self.stream = stream
-        self.runtime = runtime
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
-        if initial:
-            self.conn.receive_data(initial)
-        settings = runtime.settings
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.runtime = server.runtime
+        settings = server.settings
         self.read_timeout = settings.server_read_timeout or None
         self.write_timeout = settings.server_write_timeout or None
         self.idle_timeout = settings.server_idle_timeout or None
-        self.is_shutting_down = is_shutting_down
-        self.idle_scope: anyio.CancelScope | None = None
-        self.closed = False
-        self._held = b""
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser: RequestParser = server.parser_factory()
+        self.events: deque[ParserEvent] = deque()
+        self.queued = 0  # bytes in ``events``
+        self.h2: TransportStream | None = None
+        self.first = True
+        self.lost = False
+        self.eof = False
+        self.closing = False  # no further request on this connection
+        self.reading_paused = False
+        self.timer: asyncio.TimerHandle | None = None
+        # The request being served (None between requests).
+        self.task: asyncio.Task[None] | None = None
+        self.head: Head | None = None
+        self.body_done = False
+        self.continue_sent = False
+        self.started = False  # the response head went out
+        self.complete = False  # the response's last byte went out
+        self.chunked = False
+        self.held = b""
+        self.on_gone: Callable[[], None] | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.writable: asyncio.Future[None] | None = None
+        self.lingering = -1  # bytes drained during a lingering close; -1 when not lingering
+        self.h2_connection: H2Connection | None = None
 
-    # -- socket ------------------------------------------------------------
+    # -- transport callbacks ---------------------------------------------------
 
-    async def _fill(self, timeout: float | None) -> None:
-        """Read once from the socket into h11 (``b""`` at end of stream)."""
-        try:
-            with anyio.fail_after(timeout):
-                data = await self.stream.receive(_READ_SIZE)
-        except TimeoutError:
-            raise _ReadTimeout from None
-        except PEER_GONE:
-            data = b""
-        self.conn.receive_data(data)
-
-    async def _send(self, event: h11._events.Event, *, hold: bool = False) -> None:
-        """Send ``event``; with ``hold`` keep its bytes to go out with the next send."""
-        data = self.conn.send(event) or b""
-        if self._held:
-            data, self._held = self._held + data, b""
-        if hold:
-            self._held = data
-            return
-        if data:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
-                with anyio.fail_after(self.write_timeout):
-                    await self.stream.send(data)
-            except (TimeoutError, *PEER_GONE):
-                self.closed = True
-                raise ClientDisconnected from None
-
-    async def _next_event(self, timeout: float | None) -> object:
-        while True:
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            await self._fill(timeout)
-
-    # -- connection loop ---------------------------------------------------
-
-    async def serve(self) -> None:
-        """Serve requests until the client, a protocol error or shutdown ends the connection."""
-        try:
-            while not self.closed:
-                request = await self._wait_request()
-                if request is None:
-                    break
-                await self._serve_request(request)
-                if not self._next_cycle():
-                    break
-        finally:
-            if not self.closed and self.conn.their_state is h11.SEND_BODY:
-                await self._linger()
-            await self._close()
-
-    async def _linger(self) -> None:
-        """Half-close and drain unread request bytes briefly before closing.
-
-        Closing with unread input makes the kernel send RST, which can destroy
-        an early response (a 413) before the client has read it.
-        """
-        with anyio.move_on_after(_LINGER_SECONDS):
-            try:
-                if isinstance(self.stream, anyio.abc.SocketStream):
-                    await self.stream.send_eof()
-                drained = 0
-                while drained < _LINGER_BYTES:
-                    drained += len(await self.stream.receive(_READ_SIZE))
-            except PEER_GONE:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
                 pass
-
-    async def _wait_request(self) -> h11.Request | None:
-        try:
-            with anyio.CancelScope() as scope:
-                self.idle_scope = scope
-                if self.is_shutting_down():
-                    return None
-                event = await self._next_event(self.idle_timeout)
-            self.idle_scope = None
-            if scope.cancelled_caught:
-                return None
-        except _ReadTimeout:
-            return None
-        except h11.RemoteProtocolError as exc:
-            await self._protocol_error(exc)
-            return None
-        if isinstance(event, h11.Request):
-            return event
-        return None  # ConnectionClosed, or a client that sent garbage and left
-
-    async def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
-        status = exc.error_status_hint
-        log.info("bad request from client", extra={"status": status, "detail": str(exc)})
-        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            self._start_h2(b"")
             return
-        body = error_body(f"malformed HTTP request: {exc}", "invalid_request_error",
-                          "bad_request")
-        try:
-            await self._send(h11.Response(status_code=status, headers=[
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ]))
-            await self._send(h11.Data(data=body))
-            await self._send(h11.EndOfMessage())
-        except (ClientDisconnected, h11.LocalProtocolError):
-            pass
+        self._arm(self.read_timeout, self._expire_idle)
 
-    async def _serve_request(self, request: h11.Request) -> None:
-        target = request.target.decode("latin-1")
-        path, _, query = target.partition("?")
-        head = self.runtime.head(request.method.decode("ascii"), path, query,
-                                 list(request.headers))
-        await self.runtime.handle(_Channel(self), head)
+    def data_received(self, data: bytes) -> None:
+        if self.h2 is not None:
+            self.h2.feed(data)
+            return
+        if self.lingering >= 0:
+            self.lingering += len(data)
+            if self.lingering > _LINGER_BYTES:
+                self._close()
+            return
+        if self.first:
+            if self._maybe_h2(data):
+                return
+            self.first = False
+        if self.closing and self.task is None:
+            return
+        events = self.events
+        before = len(events)
+        self.parser.feed(data, events)
+        self.queued += len(data)
+        if self.queued > _HIGH_WATER and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        if self.task is None:
+            if events:
+                self._cancel_timer()
+                self._next_request()
+            else:  # part of a head: the client has SERVER_READ_TIMEOUT to finish it
+                self._arm(self.read_timeout, self._expire_idle)
+        elif len(events) > before:
+            self._wake()
 
-    def _next_cycle(self) -> bool:
-        conn = self.conn
-        # A request whose body the core never asked for (GET, or an early error):
-        # finish it from what is already buffered, without waiting on the socket.
-        while conn.their_state is h11.SEND_BODY:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError:
-                return False
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                return False
-        if self.closed or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-            return False
-        if self.is_shutting_down():
-            return False
-        conn.start_next_cycle()
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        if self.h2 is not None:
+            self.h2.feed_eof()
+            return True
+        if self.lingering >= 0 or (self.task is None and not self.events):
+            self._close()
+            return True
+        # Half-closed while a request is served: as the other servers do, the client
+        # is treated as gone.
+        self._gone()
         return True
 
-    async def _close(self) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await self.stream.aclose()
-            except PEER_GONE:
-                pass
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.server.connections.discard(self)
+        self._cancel_timer()
+        if self.h2 is not None:
+            self.h2.lost()
+        self._gone()
+        writable, self.writable = self.writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
 
+    def pause_writing(self) -> None:
+        if self.h2 is not None:
+            self.h2.pause_writing()
+        elif self.writable is None:
+            self.writable = self.loop.create_future()
 
-class _Channel:
-    """One request's view of the connection, as the driver's ``ClientChannel``."""
+    def resume_writing(self) -> None:
+        if self.h2 is not None:
+            self.h2.resume_writing()
+            return
+        writable, self.writable = self.writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
 
-    def __init__(self, connection: H11Connection) -> None:
-        self.c = connection
+    # -- HTTP/2 hand-off -------------------------------------------------------
+
+    def _maybe_h2(self, data: bytes) -> bool:
+        """Hand a prior-knowledge HTTP/2 connection over; return whether it was one."""
+        held = self.held + data
+        if not PREFACE.startswith(held[: len(PREFACE)]):
+            if self.held:
+                self.held = b""
+                self.first = False
+                self.data_received(held)
+                return True
+            return False
+        if len(held) < len(PREFACE):
+            self.held = held  # wait for the rest of the preface
+            return True
+        self.held = b""
+        self._start_h2(held)
+        return True
+
+    def _start_h2(self, initial: bytes) -> None:
+        self._cancel_timer()
+        assert self.transport is not None
+        self.h2 = TransportStream(self.transport)
+        connection = H2Connection(self.h2, self.runtime, self.server.is_shutting_down, initial)
+        self.h2_connection = connection
+        self.task = self.loop.create_task(connection.serve())
+
+    # -- serving requests ----------------------------------------------------
+
+    def _next_request(self) -> None:
+        """Start serving the event at the head of the queue (a head, or a parse failure)."""
+        event = self.events.popleft()
+        if isinstance(event, Failure):
+            self._refuse(event)
+            return
+        assert isinstance(event, Head)
+        self.queued = max(0, self.queued - len(event.target) - 64 * len(event.headers))
+        self.head = event
+        self.body_done = self.continue_sent = self.started = self.complete = False
+        self.chunked = False
+        self.task = self.loop.create_task(self._serve(event))
+        self.task.add_done_callback(self._served)
+
+    async def _serve(self, head: Head) -> None:
+        path, _, query = head.target.decode("latin-1").partition("?")
+        event = self.runtime.head(head.method.decode("latin-1"), path, query, head.headers)
+        await self.runtime.handle(self, event)
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        self.task = None
+        self.on_gone = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request task failed", exc_info=task.exception())
+        head = self.head
+        self.head = None
+        if self.lost:
+            return
+        if not self.complete or head is None or not head.keep_alive or self.closing:
+            self._finish(linger=not self.body_done)
+            return
+        if not self.body_done and not self._skip_body():
+            self._finish(linger=True)
+            return
+        if self.server.shutting_down:
+            self._finish(linger=False)
+            return
+        if self.reading_paused and self.queued < _LOW_WATER:
+            self.reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        if self.events:
+            self._next_request()
+            return
+        self.queued = 0
+        if self.eof:
+            self._close()
+        else:
+            self._arm(self.idle_timeout, self._expire_idle)
+
+    def _skip_body(self) -> bool:
+        """Drop the unread rest of a body already received; return whether it ended."""
+        events = self.events
+        while events:
+            event = events.popleft()
+            if event is END:
+                self.body_done = True
+                return True
+            if isinstance(event, bytes):
+                self.queued -= len(event)
+            else:
+                return False
+        return False
+
+    def _refuse(self, failure: Failure) -> None:
+        """Answer bytes that are not acceptable HTTP and close."""
+        log.info("bad request from client",
+                 extra={"status": failure.status, "detail": failure.detail})
+        body = error_body(f"malformed HTTP request: {failure.detail}", "invalid_request_error",
+                          "bad_request")
+        reason = _REASONS.get(failure.status, b"")
+        self._write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                    % (failure.status, reason, len(body), body))
+        self._finish(linger=True)
+
+    def shutdown(self) -> None:
+        """Stop after the current request; close now if idle."""
+        self.closing = True
+        if self.h2_connection is not None:
+            scope = self.h2_connection.idle_scope
+            if scope is not None:
+                scope.cancel()
+            return
+        if self.task is None:
+            self._close()
+
+    # -- closing ---------------------------------------------------------------
+
+    def _finish(self, *, linger: bool) -> None:
+        """Close after the response; with ``linger``, drain unread input first.
+
+        Closing with unread input makes the kernel send RST, which can destroy an
+        early response (a 413) before the client has read it.
+        """
+        self.closing = True
+        transport = self.transport
+        if transport is None or self.lost or transport.is_closing():
+            return
+        if linger and not self.eof and transport.can_write_eof():
+            transport.write_eof()
+            self.lingering = 0
+            if self.reading_paused:
+                self.reading_paused = False
+                transport.resume_reading()
+            self._arm(_LINGER_SECONDS, self._close)
+            return
+        self._close()
+
+    def _close(self) -> None:
+        self._cancel_timer()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _gone(self) -> None:
+        """The client is gone: cancel what the request waits on."""
+        self._wake()
+        callback, self.on_gone = self.on_gone, None
+        if callback is not None and not self.complete:
+            callback()
+
+    # -- timers ----------------------------------------------------------------
+
+    def _arm(self, seconds: float | None, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        if seconds:
+            self.timer = self.loop.call_later(seconds, callback)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expire_idle(self) -> None:
+        self.timer = None
+        if self.task is None:
+            self._close()
+
+    def _expire_read(self) -> None:
+        self.timer = None
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(RequestBodyError(BodyFailure.TIMEOUT,
+                                                  "timed out reading the request body"))
+
+    def _wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- ClientChannel -----------------------------------------------------------
+
+    def on_disconnect(self, callback: Callable[[], None] | None) -> bool:
+        """Have ``callback`` called if the client leaves before the response is complete."""
+        self.on_gone = callback
+        return True
 
     async def receive_body(self) -> bytes | None:
-        c = self.c
-        if c.conn.client_is_waiting_for_100_continue:
-            await c._send(h11.InformationalResponse(status_code=100, headers=[]))
-        try:
-            event = await c._next_event(c.read_timeout)
-        except h11.RemoteProtocolError as exc:
-            raise RequestBodyError(BodyFailure.MALFORMED, str(exc)) from None
-        except _ReadTimeout:
-            raise RequestBodyError(BodyFailure.TIMEOUT, "timed out reading the body") from None
-        if isinstance(event, h11.Data):
-            return bytes(event.data)
-        if isinstance(event, h11.EndOfMessage):
-            return None
-        raise ClientDisconnected
+        events = self.events
+        while True:
+            if self.body_done:
+                return None
+            if events:
+                event = events[0]
+                if isinstance(event, bytes):
+                    events.popleft()
+                    self.queued -= len(event)
+                    if self.reading_paused and self.queued < _LOW_WATER:
+                        self.reading_paused = False
+                        self.transport.resume_reading()  # type: ignore[union-attr]
+                    return event
+                if event is END:
+                    events.popleft()
+                    self.body_done = True
+                    return None
+                if isinstance(event, Failure):
+                    events.popleft()
+                    self.closing = True
+                    raise RequestBodyError(BodyFailure.MALFORMED, event.detail)
+            if self.lost or self.eof:
+                raise ClientDisconnected
+            head = self.head
+            if head is not None and head.expect_continue and not self.continue_sent:
+                self.continue_sent = True
+                self._write(_CONTINUE)
+            self.waiter = self.loop.create_future()
+            self._arm(self.read_timeout, self._expire_read)
+            try:
+                await self.waiter
+            except RequestBodyError:
+                self.closing = True
+                raise
+            finally:
+                self._cancel_timer()
 
     async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        if self.c.is_shutting_down():
-            headers = [*headers, (b"connection", b"close")]
-        # A head whose body length is known goes out in one write with the body; an
-        # event stream's head goes out at once, before the first token.
-        hold = any(k == b"content-length" for k, _ in headers)
-        reason = _REASONS.get(status, b"")
-        await self.c._send(h11.Response(status_code=status, headers=headers, reason=reason),
-                           hold=hold)
+        head = self.head
+        assert head is not None
+        self.started = True
+        close = self.closing or not head.keep_alive or self.server.shutting_down
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+        sized = False
+        for name, value in headers:
+            if name == b"content-length":
+                sized = True
+            elif name == b"connection":
+                close = close or value.lower() == b"close"
+                continue
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if not sized and head.method != b"HEAD" and status not in _NO_BODY_STATUSES:
+            if head.http10:
+                close = True  # the body ends when the connection does
+            else:
+                self.chunked = True
+                lines.append(b"transfer-encoding: chunked\r\n")
+        if close:
+            self.closing = True
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        data = b"".join(lines)
+        if sized and head.method != b"HEAD":
+            self.held = data  # goes out in one write with the body
+        else:
+            await self._send(data)
 
     async def send_data(self, data: bytes) -> None:
-        await self.c._send(h11.Data(data=data))
+        if not data:
+            return
+        if self.chunked:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        if self.held:
+            data, self.held = self.held + data, b""
+        await self._send(data)
 
     async def send_end(self) -> None:
-        await self.c._send(h11.EndOfMessage())
+        data, self.held = self.held, b""
+        if self.chunked:
+            data += _LAST_CHUNK
+        if data:
+            await self._send(data)
+        elif self.lost:
+            raise ClientDisconnected
+        self.complete = True
 
     async def abort(self) -> None:
-        self.c.closed = True
-        await self.c._close()
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
 
     async def wait_disconnect(self) -> None:
-        c = self.c
-        while True:
-            if len(c.conn.trailing_data[0]) > _MAX_PIPELINED:
-                await anyio.sleep_forever()
-            try:
-                data = await c.stream.receive(_READ_SIZE)
-            except PEER_GONE:
-                return
-            if not data:
-                return
-            # A request pipelined behind this one: kept for the next cycle.
-            c.conn.receive_data(data)
+        waiter: asyncio.Future[None] = self.loop.create_future()
+
+        def gone() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        self.on_gone = gone
+        await waiter
+
+    # -- writing -----------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.write(data)
+
+    async def _send(self, data: bytes) -> None:
+        """Write ``data``; wait while the client reads slowly, at most ``SERVER_WRITE_TIMEOUT``.
+
+        Raises:
+            ClientDisconnected: the client is gone or did not read in time.
+        """
+        if self.lost:
+            raise ClientDisconnected
+        self.transport.write(data)  # type: ignore[union-attr]
+        if self.writable is None:
+            return
+        timer = (self.loop.call_later(self.write_timeout, self._expire_write)
+                 if self.write_timeout else None)
+        try:
+            while self.writable is not None and not self.lost:
+                await self.writable
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if self.lost:
+            raise ClientDisconnected
+
+    def _expire_write(self) -> None:
+        log.info("client too slow reading the response (SERVER_WRITE_TIMEOUT)")
+        if self.transport is not None:
+            self.transport.abort()

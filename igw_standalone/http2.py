@@ -309,5 +309,8 @@ class _H2Channel:
         await self.c.flush()
         raise ClientDisconnected
 
+    def on_disconnect(self, callback: Callable[[], None] | None) -> bool:
+        return False  # the driver watches with wait_disconnect
+
     async def wait_disconnect(self) -> None:
         await self._reset.wait()

@@ -1,42 +1,81 @@
-"""The standalone server: listeners, connection tasks, graceful shutdown."""
+"""The standalone server: the asyncio listener, its connections, graceful shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
-import anyio.abc
-from anyio.streams.tls import TLSAttribute, TLSListener
 
 from igw_core.config import Settings
 from igw_io.runtime import Runtime
-from igw_standalone.http1 import H11Connection
-from igw_standalone.http2 import PREFACE, H2Connection
-from igw_standalone.sockets import PEER_GONE
+from igw_standalone.http1 import HTTP1Connection
+from igw_standalone.parsers import PARSERS, RequestParser, resolve
 
 log = logging.getLogger("igw.server")
 
 #: How long in-flight requests may run after SIGTERM/SIGINT before they are cut.
 SHUTDOWN_GRACE = 10.0
+_BACKLOG = 2048
+
+
+def resolve_loop(choice: str) -> str:
+    """Return the event loop for ``--loop`` ``choice`` (``auto``: uvloop when importable).
+
+    Raises:
+        ValueError: ``choice`` is unknown, or ``uvloop`` was asked for and is missing.
+    """
+    if choice == "auto":
+        try:
+            import uvloop
+        except ImportError:
+            return "asyncio"
+        return "uvloop"
+    if choice == "uvloop":
+        import uvloop  # noqa: F401
+    elif choice != "asyncio":
+        raise ValueError(f"unknown event loop {choice!r} (auto, uvloop or asyncio)")
+    return choice
+
+
+def run(main: Callable[[], Awaitable[Any]], loop: str = "auto") -> None:
+    """Run ``main`` to completion on the chosen event loop (see :func:`resolve_loop`)."""
+    options: dict[str, Any] = {}
+    if resolve_loop(loop) == "uvloop":
+        import uvloop
+
+        options["loop_factory"] = uvloop.new_event_loop
+    anyio.run(main, backend="asyncio", backend_options=options)
 
 
 class Server:
-    """Accepts connections and serves each on :class:`H11Connection` until shutdown."""
+    """Accepts connections on asyncio Protocols and serves them until shutdown.
 
-    def __init__(self, settings: Settings, *, reuse_port: bool = False) -> None:
+    Args:
+        settings: the configuration.
+        reuse_port: bind with ``SO_REUSEPORT`` (``--workers``).
+        http: the HTTP/1.1 parser, ``auto``, ``httptools`` or ``h11``.
+    """
+
+    def __init__(self, settings: Settings, *, reuse_port: bool = False,
+                 http: str = "auto") -> None:
         self.settings = settings
+        self.http = resolve(http)
+        self.parser_factory: Callable[[], RequestParser] = PARSERS[self.http]
         self.runtime = Runtime(settings)
         self.reuse_port = reuse_port
-        self.connections: set[H11Connection | H2Connection] = set()
+        self.connections: set[HTTP1Connection] = set()
         self.shutting_down = False
         self.port = 0
-        self._accept_scope: anyio.CancelScope | None = None
+        self._stop: anyio.Event | None = None
 
-    def _is_shutting_down(self) -> bool:
+    def is_shutting_down(self) -> bool:
+        """Whether the server is draining (responses then carry ``Connection: close``)."""
         return self.shutting_down
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -48,58 +87,41 @@ class Server:
         context.set_alpn_protocols(["h2", "http/1.1"])
         return context
 
-    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
-        connection: H11Connection | H2Connection
-        alpn = stream.extra(TLSAttribute.alpn_protocol, None)
-        if alpn == "h2":
-            connection = H2Connection(stream, self.runtime, self._is_shutting_down)
-        else:
-            first = await self._first_bytes(stream)
-            if not first:
-                await stream.aclose()
-                return
-            if first.startswith(PREFACE[: len(first)]) and alpn is None:
-                connection = H2Connection(stream, self.runtime, self._is_shutting_down, first)
-            else:
-                connection = H11Connection(stream, self.runtime, self._is_shutting_down, first)
-        self.connections.add(connection)
-        try:
-            await connection.serve()
-        finally:
-            self.connections.discard(connection)
-
-    async def _first_bytes(self, stream: anyio.abc.ByteStream) -> bytes:
-        """Read the connection's first bytes, to tell HTTP/2 prior knowledge from HTTP/1.1."""
-        try:
-            with anyio.fail_after(self.settings.server_read_timeout or None):
-                return await stream.receive(65536)
-        except (TimeoutError, *PEER_GONE):
-            return b""
-
     async def serve(self, *, ready: Callable[[Server], None] | None = None) -> None:
-        """Listen and serve until SIGTERM/SIGINT, then drain in-flight requests."""
+        """Listen and serve until SIGTERM/SIGINT, then drain in-flight requests.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
         settings = self.settings
-        listener: anyio.abc.Listener[anyio.abc.ByteStream]
-        tcp = await anyio.create_tcp_listener(
-            local_host=settings.server_host, local_port=settings.server_port,
-            reuse_port=self.reuse_port,
-        )
-        self.port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+        self._stop = anyio.Event()
+        loop = asyncio.get_running_loop()
         context = self._ssl_context()
-        listener = TLSListener(tcp, context, standard_compatible=False) if context else tcp
+        listener = await loop.create_server(
+            lambda: HTTP1Connection(self), settings.server_host, settings.server_port,
+            reuse_port=self.reuse_port or None, ssl=context, backlog=_BACKLOG,
+        )
+        self.port = listener.sockets[0].getsockname()[1]
         scheme = "https" if context else "http"
         self.runtime.log_startup()
-        async with self.runtime.running(), anyio.create_task_group() as connections:
-            print(f"igw listening on {scheme}://{settings.server_host}:{self.port}",
-                  file=sys.stderr, flush=True)
-            if ready is not None:
-                ready(self)
-            with anyio.CancelScope() as self._accept_scope:
-                connections.start_soon(self._watch_signals)
-                await listener.serve(self._handle, task_group=connections)
-            await listener.aclose()
-            await self._drain()
-            connections.cancel_scope.cancel()
+        try:
+            async with self.runtime.running(), anyio.create_task_group() as tasks:
+                print(f"igw listening on {scheme}://{settings.server_host}:{self.port}",
+                      file=sys.stderr, flush=True)
+                tasks.start_soon(self._watch_signals)
+                if ready is not None:
+                    ready(self)
+                await self._stop.wait()
+                listener.close()
+                for connection in list(self.connections):
+                    connection.shutdown()
+                await self._drain()
+                tasks.cancel_scope.cancel()
+        finally:
+            listener.close()
+            for connection in list(self.connections):
+                if connection.transport is not None:
+                    connection.transport.abort()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -111,13 +133,13 @@ class Server:
     def shutdown(self) -> None:
         """Stop accepting; idle connections close, in-flight requests may finish."""
         self.shutting_down = True
-        if self._accept_scope is not None:
-            self._accept_scope.cancel()
+        if self._stop is not None:
+            self._stop.set()
 
     async def _drain(self) -> None:
         with anyio.move_on_after(SHUTDOWN_GRACE):
             while self.connections:
                 for connection in list(self.connections):
-                    if connection.idle_scope is not None:
-                        connection.idle_scope.cancel()
+                    if connection.task is None or connection.h2_connection is not None:
+                        connection.shutdown()
                 await anyio.sleep(0.02)

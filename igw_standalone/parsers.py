@@ -1,0 +1,255 @@
+"""HTTP/1.1 request parsers behind one interface: httptools (llhttp, C) and h11 (pure Python).
+
+A parser turns the bytes of one connection, fed in any split, into a flat list
+of events: :class:`Head`, body ``bytes``, :data:`END` per request, and at most
+one :class:`Failure` after which it reads nothing more. Both parsers give the
+same events for the same bytes; the server chooses one at startup
+(``--http auto|httptools|h11``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableSequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import h11
+
+#: Largest request head (request line and headers) accepted; larger is 431.
+MAX_HEAD = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A request head.
+
+    Fields:
+        method: the method, e.g. ``b"POST"``.
+        target: the request target as sent (path and query).
+        headers: header names lower-cased, values as sent, in order.
+        keep_alive: whether the connection may carry another request after this one.
+        http10: whether the client speaks HTTP/1.0 (no chunked responses).
+        expect_continue: whether the client waits for ``100 Continue`` before its body.
+    """
+
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool
+    http10: bool
+    expect_continue: bool
+
+
+class _End:
+    """The current request's body is complete."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+#: The event that ends each request.
+END = _End()
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The bytes are not HTTP/1.1 the server accepts; nothing after them is read.
+
+    Fields:
+        status: the status to answer with (400, or 431 for a head over :data:`MAX_HEAD`).
+        detail: what was wrong, for the error body and the log.
+    """
+
+    status: int
+    detail: str
+
+
+ParserEvent = Head | bytes | _End | Failure
+
+
+class RequestParser(Protocol):
+    """Turns a connection's bytes into :data:`ParserEvent` values."""
+
+    def feed(self, data: bytes, out: MutableSequence[ParserEvent]) -> None:
+        """Parse ``data`` and append the events it completes to ``out``."""
+
+
+def _head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+          http10: bool) -> Head | Failure:
+    """Build the :class:`Head` both parsers agree on, or refuse ambiguous framing."""
+    keep_alive = not http10  # HTTP/1.0 keep-alive is not offered (h11 has none)
+    expect = False
+    length = chunked = False
+    for name, value in headers:
+        if name == b"connection":
+            if b"close" in value.lower():
+                keep_alive = False
+        elif name == b"expect":
+            expect = value.lower() == b"100-continue"
+        elif name == b"content-length":
+            length = True
+        elif name == b"transfer-encoding":
+            chunked = True
+    if length and chunked:
+        # RFC 9112 §6.1: request smuggling; the connection closes after the 400.
+        return Failure(400, "Transfer-Encoding can't be present with Content-Length")
+    return Head(method, target, headers, keep_alive, http10, expect)
+
+
+class HttptoolsParser:
+    """Request parser on httptools (llhttp)."""
+
+    __slots__ = ("_done", "_head_size", "_headers", "_keep_alive", "_out", "_parser", "_url")
+
+    def __init__(self) -> None:
+        import httptools
+
+        self._parser = httptools.HttpRequestParser(self)
+        self._out: MutableSequence[ParserEvent] = []
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = -1  # -1: not inside a head
+        self._done = False
+        self._keep_alive = True
+
+    def feed(self, data: bytes, out: MutableSequence[ParserEvent]) -> None:
+        """Parse ``data``, appending events to ``out``."""
+        import httptools
+
+        if self._done:
+            return
+        self._out = out
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # An Upgrade request (h2c, websocket) is served as plain HTTP/1.1, as
+            # h11 does; parsing resumes after it on a fresh parser.
+            if not self._done:
+                offset = upgrade.args[0] if upgrade.args else len(data)
+                self._parser = httptools.HttpRequestParser(self)
+                self.feed(data[offset:], out)
+        except httptools.HttpParserError as error:
+            if not self._done:
+                self._fail(400, str(error) or "malformed request")
+            return
+        if self._head_size >= 0:  # a head still incomplete: as h11, refuse it once too big
+            self._head_size += len(data)
+            if self._head_size > MAX_HEAD:
+                self._fail(431, "request head too large")
+
+    def _fail(self, status: int, detail: str) -> None:
+        self._done = True
+        self._out.append(Failure(status, detail))
+
+    # -- httptools callbacks ------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        self._head_size = -1
+        head = _head(parser.get_method(), self._url, self._headers,
+                     parser.get_http_version() == "1.0")
+        if isinstance(head, Failure):
+            self._done = True
+            self._out.append(head)
+            return
+        self._keep_alive = head.keep_alive
+        self._out.append(head)
+
+    def on_body(self, body: bytes) -> None:
+        if not self._done:
+            self._out.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._done:
+            return
+        self._out.append(END)
+        if not self._keep_alive:
+            self._done = True  # nothing after a closing request is read
+
+
+class H11Parser:
+    """Request parser on h11, the pure-Python reference.
+
+    h11 parses one request per cycle; after each request this adapter completes a
+    throwaway response on its private connection to move h11 to the next cycle.
+    The server writes its real responses itself.
+    """
+
+    __slots__ = ("_conn", "_done", "_keep_alive")
+
+    def __init__(self) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self._done = False
+        self._keep_alive = True
+
+    def feed(self, data: bytes, out: MutableSequence[ParserEvent]) -> None:
+        """Parse ``data``, appending events to ``out``."""
+        if self._done or not data:
+            return
+        conn = self._conn
+        conn.receive_data(data)
+        while not self._done:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as error:
+                self._done = True
+                out.append(Failure(error.error_status_hint, str(error) or "malformed request"))
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Data):
+                out.append(bytes(event.data))
+            elif isinstance(event, h11.Request):
+                head = _head(event.method, event.target,
+                             [(name, value) for name, value in event.headers],
+                             event.http_version == b"1.0")
+                if isinstance(head, Failure):
+                    self._done = True
+                self._keep_alive = not isinstance(head, Failure) and head.keep_alive
+                out.append(head)
+            elif isinstance(event, h11.EndOfMessage):
+                out.append(END)
+                if not self._keep_alive:
+                    self._done = True
+                    return
+                conn.send(h11.Response(status_code=204, headers=[]))
+                conn.send(h11.EndOfMessage())
+                conn.start_next_cycle()
+            else:  # ConnectionClosed
+                return
+
+
+#: The parsers by ``--http`` name.
+PARSERS: dict[str, Callable[[], RequestParser]] = {"httptools": HttptoolsParser, "h11": H11Parser}
+
+
+def resolve(choice: str) -> str:
+    """Return the parser name for ``--http`` ``choice`` (``auto``: httptools when importable).
+
+    Raises:
+        ValueError: ``choice`` is unknown, or ``httptools`` was asked for and is missing.
+    """
+    if choice == "auto":
+        try:
+            import httptools
+        except ImportError:
+            return "h11"
+        return "httptools"
+    if choice not in PARSERS:
+        raise ValueError(f"unknown HTTP parser {choice!r} (auto, httptools or h11)")
+    if choice == "httptools":
+        import httptools  # noqa: F401
+    return choice
