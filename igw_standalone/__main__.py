@@ -12,12 +12,11 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 
-import anyio
-
 from igw_core.config import ConfigError, ConfigProblem, Settings, load_settings
 from igw_core.providers import PROVIDER_SPECS
 from igw_io.logs import configure_logging, secrets_of
-from igw_standalone.server import Server
+from igw_standalone.parsers import resolve as resolve_parser
+from igw_standalone.server import Engine, Server, resolve_loop, run
 from igw_standalone.tls import CERT_VARIABLE, KEY_VARIABLE, tls_problems
 
 EXIT_CONFIG = 2
@@ -125,7 +124,7 @@ def checked_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settin
     return settings
 
 
-def _serve(settings: Settings, workers: int) -> int:
+def _serve(settings: Settings, workers: int, engine: Engine) -> int:
     """Serve until SIGTERM/SIGINT; return the exit status.
 
     Raises:
@@ -134,9 +133,9 @@ def _serve(settings: Settings, workers: int) -> int:
     if workers > 1:
         from igw_standalone.workers import run_workers
 
-        return run_workers(settings, workers)
+        return run_workers(settings, workers, engine)
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(Server(settings).serve)
+        run(Server(settings, http=engine.http).serve, engine.loop)
     return 0
 
 
@@ -153,9 +152,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.workers < 1:
         print("igw: --workers must be at least 1", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
+    try:
+        engine = Engine(resolve_parser(args.http), resolve_loop(args.loop))
+    except ImportError as error:
+        print(f"igw: refusing to start: --http/--loop asks for {error.name}, which is not "
+              "installed", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     configure_logging(development=settings.is_development, secrets=secrets_of(settings))
     try:
-        status = _serve(settings, args.workers)
+        status = _serve(settings, args.workers, engine)
     except OSError as error:  # e.g. the port is taken: one clear line, not a traceback
         log.error("igw: cannot serve: %s", error)
         sys.exit(EXIT_CANNOT_SERVE)

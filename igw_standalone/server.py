@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-import ssl
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -16,6 +17,7 @@ from igw_core.config import Settings
 from igw_io.runtime import Runtime
 from igw_standalone.http1 import HTTP1Connection
 from igw_standalone.parsers import PARSERS, RequestParser, resolve
+from igw_standalone.tls import server_ssl_context
 
 log = logging.getLogger("igw.server")
 
@@ -41,6 +43,14 @@ def resolve_loop(choice: str) -> str:
     elif choice != "asyncio":
         raise ValueError(f"unknown event loop {choice!r} (auto, uvloop or asyncio)")
     return choice
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """The HTTP/1.1 parser and event loop the server runs on (``--http``, ``--loop``)."""
+
+    http: str = "auto"
+    loop: str = "auto"
 
 
 def run(main: Callable[[], Awaitable[Any]], loop: str = "auto") -> None:
@@ -78,15 +88,6 @@ class Server:
         """Whether the server is draining (responses then carry ``Connection: close``)."""
         return self.shutting_down
 
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        settings = self.settings
-        if not settings.server_tls_cert_path:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(settings.server_tls_cert_path, settings.server_tls_key_path)
-        context.set_alpn_protocols(["h2", "http/1.1"])
-        return context
-
     async def serve(self, *, ready: Callable[[Server], None] | None = None) -> None:
         """Listen and serve until SIGTERM/SIGINT, then drain in-flight requests.
 
@@ -96,11 +97,15 @@ class Server:
         settings = self.settings
         self._stop = anyio.Event()
         loop = asyncio.get_running_loop()
-        context = self._ssl_context()
-        listener = await loop.create_server(
-            lambda: HTTP1Connection(self), settings.server_host, settings.server_port,
-            reuse_port=self.reuse_port or None, ssl=context, backlog=_BACKLOG,
-        )
+        context = server_ssl_context(settings)
+        try:
+            listener = await loop.create_server(
+                lambda: HTTP1Connection(self), settings.server_host, settings.server_port,
+                reuse_port=self.reuse_port or None, ssl=context, backlog=_BACKLOG,
+            )
+        except OSError as error:  # asyncio's text names the address; keep the plain reason
+            raise OSError(error.errno, os.strerror(error.errno) if error.errno else str(error)
+                          ) from None
         self.port = listener.sockets[0].getsockname()[1]
         scheme = "https" if context else "http"
         self.runtime.log_startup()

@@ -25,13 +25,12 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-import anyio
 from prometheus_client.multiprocess import mark_process_dead
 
 from igw_core.config import Settings
 from igw_io.logs import configure_logging, secrets_of
 from igw_io.metrics import MULTIPROC_ENV, MetricsListener, multiprocess_registry
-from igw_standalone.server import SHUTDOWN_GRACE, Server
+from igw_standalone.server import SHUTDOWN_GRACE, Engine, Server, run
 
 log = logging.getLogger("igw.workers")
 
@@ -45,14 +44,14 @@ _BACKOFF_MAX = 8.0
 _GIVE_UP_AFTER = 5
 
 
-def _worker(settings: Settings, listener: MetricsListener | None) -> None:
+def _worker(settings: Settings, engine: Engine, listener: MetricsListener | None) -> None:
     if listener is not None:
         listener.forget()  # the parent serves /metrics; drop the inherited socket
     configure_logging(development=settings.is_development, secrets=secrets_of(settings))
-    server = Server(settings, reuse_port=True)
+    server = Server(settings, reuse_port=True, http=engine.http)
     server.runtime.serve_metrics = False
     try:
-        anyio.run(server.serve)
+        run(server.serve, engine.loop)
     except KeyboardInterrupt:
         pass
     except OSError as error:  # one log line, not multiprocessing's traceback on stderr
@@ -153,7 +152,7 @@ class _Slot:
     restart_at: float = 0.0
 
 
-def run_workers(settings: Settings, count: int) -> int:
+def run_workers(settings: Settings, count: int, engine: Engine | None = None) -> int:
     """Run ``count`` workers until SIGTERM/SIGINT; return the exit status.
 
     Returns 0 after a signal, 1 without starting workers when the metrics port cannot
@@ -163,6 +162,7 @@ def run_workers(settings: Settings, count: int) -> int:
     Raises:
         OSError: the listening address cannot be bound; no worker was started.
     """
+    chosen = engine or Engine()
     check_bind(settings)
     shared: _SharedMetrics | None = None
     if settings.telemetry_enable:
@@ -189,7 +189,8 @@ def run_workers(settings: Settings, count: int) -> int:
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
 
     def start(slot: _Slot) -> None:
-        slot.process = context.Process(target=_worker, args=(settings, listener), daemon=False)
+        slot.process = context.Process(target=_worker, args=(settings, chosen, listener),
+                                       daemon=False)
         slot.process.start()
         slot.started = time.monotonic()
 

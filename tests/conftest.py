@@ -21,7 +21,9 @@ import pytest
 
 from tests.support.mock_provider import MockProvider, free_port
 
-FRONTENDS = ("standalone", "asgi")
+#: Each behavioural test runs on these: the standalone server on each HTTP/1.1 parser
+#: (``--http``), and the ASGI app under uvicorn.
+FRONTENDS = ("standalone", "standalone-h11", "asgi")
 _BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
 _START_TIMEOUT = 20.0
 
@@ -39,7 +41,10 @@ class RunningGateway:
 
     def __init__(self, frontend: str, env: dict[str, str], log_path: Path,
                  args: tuple[str, ...] = ()) -> None:
+        frontend, _, parser = frontend.partition("-")
         self.frontend = frontend
+        #: The standalone server's HTTP/1.1 parser.
+        self.parser = parser or "httptools"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = self.url + "/v1"
@@ -49,7 +54,7 @@ class RunningGateway:
         full_env["PYTHONUNBUFFERED"] = "1"
         if frontend == "standalone":
             full_env["SERVER_PORT"] = str(self.port)
-            command = [sys.executable, "-m", "igw_standalone", *args]
+            command = [sys.executable, "-m", "igw_standalone", "--http", self.parser, *args]
         else:
             command = [sys.executable, "-m", "uvicorn", "igw_asgi:app", "--host", "127.0.0.1",
                        "--port", str(self.port), "--no-access-log", "--log-level", "warning",
@@ -111,20 +116,26 @@ GatewayFactory = Callable[..., RunningGateway]
 
 
 @pytest.fixture(params=FRONTENDS)
-def frontend(request: pytest.FixtureRequest) -> str:
-    """The frontend under test: each behavioural test runs once per frontend."""
+def engine(request: pytest.FixtureRequest) -> str:
+    """The frontend and parser under test (``standalone``, ``standalone-h11``, ``asgi``)."""
     return str(request.param)
 
 
 @pytest.fixture
-def gateway_factory(frontend: str, tmp_path: Path) -> Iterator[GatewayFactory]:
+def frontend(engine: str) -> str:
+    """The frontend under test (``standalone`` or ``asgi``): each test runs once per engine."""
+    return engine.partition("-")[0]
+
+
+@pytest.fixture
+def gateway_factory(engine: str, tmp_path: Path) -> Iterator[GatewayFactory]:
     """Start gateways of the current frontend with a given environment.
 
     ``gateway_factory(env, *, args=(), wait=True)`` returns a running gateway;
     every gateway is stopped when the test ends.
     """
     started: list[RunningGateway] = []
-    yield _factory(frontend, tmp_path, started)
+    yield _factory(engine, tmp_path, started)
     for gateway in started:
         gateway.stop()
 
