@@ -130,3 +130,68 @@ def configure_logging(*, development: bool, secrets: tuple[str, ...] = ()) -> No
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if development else logging.INFO)
     logger.propagate = False
+    global _own_handler
+    _own_handler = handler
+
+
+#: The handler :func:`configure_logging` installed (the access line's fast path).
+_own_handler: logging.StreamHandler[Any] | None = None
+_PLAIN = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
+
+
+def _json_str(text: str) -> str:
+    """``json.dumps(text, ensure_ascii=False)``, without its cost for plain ASCII."""
+    if text.isascii() and all(ord(c) in _PLAIN for c in text):
+        return f'"{text}"'
+    return json.dumps(text, ensure_ascii=False)
+
+
+class AccessLog:
+    """Writes the access line of each finished request to the ``igw.access`` logger.
+
+    When the line goes only to the JSON handler :func:`configure_logging`
+    installed, it is formatted directly (the same line, field for field, as the
+    logging module would make, without a ``LogRecord``); otherwise, e.g. when an
+    application that mounts the ASGI app configured logging itself, it goes
+    through the logging module.
+    """
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("igw.access")
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, fields: dict[str, Any]) -> None:
+        """Log one access line with ``fields`` (``request_id``, ``method``, ``path``...)."""
+        logger = self._logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = _own_handler
+        if (handler is None or logger.handlers or logger.filters
+                or not isinstance(handler.formatter, JsonFormatter)
+                or handler not in logging.getLogger("igw").handlers):
+            logger.info("request", extra=fields)
+            return
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        parts = [f'{{"level": "info", "ts": "{self._stamp}.{int((now - second) * 1000):03d}Z"'
+                 ', "msg": "request", "logger": "igw.access"']
+        for key, value in fields.items():
+            if isinstance(value, str):
+                parts.append(f', "{key}": {_json_str(value)}')
+            else:
+                parts.append(f', "{key}": {json.dumps(value)}')
+        parts.append("}\n")
+        line = "".join(parts)
+        secrets = handler.formatter.secrets
+        if secrets:
+            line = scrub(line, secrets)
+        handler.acquire()
+        try:
+            handler.stream.write(line)
+            handler.flush()
+        finally:
+            handler.release()

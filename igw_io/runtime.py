@@ -22,7 +22,7 @@ from igw_core.gateway import Gateway
 from igw_core.report import ExchangeRecord
 from igw_io.channel import ClientChannel
 from igw_io.driver import Services, serve
-from igw_io.logs import request_context
+from igw_io.logs import AccessLog, request_context
 from igw_io.mcp import MCPManager
 from igw_io.metrics import Metrics, open_listener
 from igw_io.oidc import OIDCKeys
@@ -51,6 +51,7 @@ class Runtime:
         self.oidc: OIDCKeys | None = (
             OIDCKeys.from_settings(settings) if settings.auth_enable else None
         )
+        self._access = AccessLog()
         self.services = Services(self.gateway, self.upstream, self.clock, self.mcp, self.oidc)
 
     @asynccontextmanager
@@ -118,9 +119,8 @@ class Runtime:
         if self.metrics is not None:
             self.metrics.record(record)
         if access.isEnabledFor(logging.INFO):
-            access.info(
-                "request",
-                extra={
+            self._access.write(
+                {
                     "request_id": record.request_id,
                     "method": record.method,
                     "path": record.path,

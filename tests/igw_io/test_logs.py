@@ -9,12 +9,16 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from igw_core.config import load_settings
 from igw_io.logs import (
+    AccessLog,
     HumanFormatter,
     JsonFormatter,
     RequestIdFilter,
+    configure_logging,
     request_context,
     secrets_of,
 )
@@ -112,3 +116,43 @@ def test_secrets_of_lists_provider_keys_and_the_oidc_client_secret() -> None:
         "AUTH_OIDC_CLIENT_SECRET": "oidc-secret",
     })
     assert set(secrets_of(settings)) == {"sk-a", "gsk-b", "oidc-secret"}
+
+
+_FIELD_TEXT = st.text(max_size=40)
+
+
+@given(request_id=_FIELD_TEXT, path=_FIELD_TEXT, error=_FIELD_TEXT,
+       status=st.integers(100, 599), duration=st.floats(0, 1e6, allow_nan=False))
+@settings(max_examples=200, deadline=None)
+def test_access_fast_path_writes_the_line_the_logging_module_would(
+    request_id: str, path: str, error: str, status: int, duration: float
+) -> None:
+    configure_logging(development=False, secrets=(SECRET,))
+    handler = logging.getLogger("igw").handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    stream = io.StringIO()
+    handler.setStream(stream)
+    fields: dict[str, object] = {"request_id": request_id, "method": "POST",
+                                 "path": path + SECRET, "status": status,
+                                 "duration_ms": round(duration, 2), "provider": "openai"}
+    if error:
+        fields["error"] = error
+    AccessLog().write(dict(fields))
+    logging.getLogger("igw.access").info("request", extra=dict(fields))
+    fast, slow, _ = stream.getvalue().split("\n")
+    assert SECRET not in fast
+    assert fast[fast.index('"msg"'):] == slow[slow.index('"msg"'):]
+    assert json.loads(fast).keys() == json.loads(slow).keys()
+
+
+def test_access_lines_follow_a_handler_the_application_added() -> None:
+    configure_logging(development=False)
+    stream = io.StringIO()
+    extra = logging.StreamHandler(stream)
+    access = logging.getLogger("igw.access")
+    access.addHandler(extra)
+    try:
+        AccessLog().write({"request_id": "r1", "status": 200})
+    finally:
+        access.removeHandler(extra)
+    assert stream.getvalue() == "request\n"
