@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -136,14 +138,25 @@ def configure_logging(*, development: bool, secrets: tuple[str, ...] = ()) -> No
 
 #: The handler :func:`configure_logging` installed (the access line's fast path).
 _own_handler: logging.StreamHandler[Any] | None = None
-_PLAIN = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
+#: A character that JSON must escape, or that is not plain ASCII.
+_ESCAPED = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 
 
 def _json_str(text: str) -> str:
     """``json.dumps(text, ensure_ascii=False)``, without its cost for plain ASCII."""
-    if text.isascii() and all(ord(c) in _PLAIN for c in text):
+    if _ESCAPED.search(text) is None:
         return f'"{text}"'
     return json.dumps(text, ensure_ascii=False)
+
+
+def _json_value(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False)``, quicker for the access line's types."""
+    kind = type(value)
+    if kind is str:
+        return _json_str(value)
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)
+    return json.dumps(value, default=str, ensure_ascii=False)
 
 
 class AccessLog:
@@ -180,10 +193,7 @@ class AccessLog:
         parts = [f'{{"level": "info", "ts": "{self._stamp}.{int((now - second) * 1000):03d}Z"'
                  ', "msg": "request", "logger": "igw.access"']
         for key, value in fields.items():
-            if isinstance(value, str):
-                parts.append(f', "{key}": {_json_str(value)}')
-            else:
-                parts.append(f', "{key}": {json.dumps(value)}')
+            parts.append(f', "{key}": {_json_value(value)}')
         parts.append("}\n")
         line = "".join(parts)
         secrets = handler.formatter.secrets
