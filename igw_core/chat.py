@@ -37,6 +37,9 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parse a request body that must be a JSON object.
 
@@ -44,7 +47,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         BadRequest: the body is not valid UTF-8 JSON, or not an object.
     """
     try:
-        parsed = json.loads(body, parse_constant=_refuse_constant)
+        # What json.loads does, with one decoder made once instead of per call.
+        parsed = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"malformed JSON in request body: {exc}", code="invalid_json") from None
     if not isinstance(parsed, dict):

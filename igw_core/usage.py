@@ -35,6 +35,9 @@ def usage_from_object(obj: Any) -> Usage | None:
     return Usage(prompt, completion, total)
 
 
+_DECODER = json.JSONDecoder()
+
+
 def usage_from_body(body: bytes) -> Usage | None:
     """Return the last usage reported in a JSON body or an event stream tail."""
     at = body.rfind(_USAGE_KEY)
@@ -47,7 +50,7 @@ def usage_from_body(body: bytes) -> Usage | None:
         if colon != -1 and not body[end:colon].strip():
             try:
                 rest = body[colon + 1 :].decode("utf-8", "replace").lstrip()
-                value, _ = json.JSONDecoder().raw_decode(rest)
+                value, _ = _DECODER.raw_decode(rest)
             except (ValueError, RecursionError):
                 value = None
             found = usage_from_object({"usage": value})
