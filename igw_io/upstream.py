@@ -1,32 +1,34 @@
-"""The one upstream connection pool per process, and the in-process demo provider.
+"""The process's provider client, and the in-process demo provider.
 
-Every provider call of both frontends goes through :class:`Upstream`; it maps
-httpcore's exceptions onto the core's :class:`~igw_core.events.FailureReason`.
+Every provider call of both frontends goes through :class:`Upstream`. On an asyncio loop
+(the standalone server, the ASGI app under uvicorn, hypercorn or granian) it uses the
+Protocol client of :mod:`igw_io.h1client`; on trio, httpcore through the keep-alive pool of
+:mod:`igw_io.pool`. Both report failures as :class:`UpstreamFailure`, whose
+:class:`~igw_core.events.FailureReason` the core turns into 502 or 504.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import AsyncIterator, Iterable
+from typing import Protocol
 
 import anyio
 import httpcore
+from sniffio import current_async_library
 
 from igw_core.config import Settings
 from igw_core.demo import demo_response
 from igw_core.effects import CallProvider
 from igw_core.events import FailureReason
+from igw_io.h1client import H1Client, UpstreamFailure
 from igw_io.pool import KeepAlivePool
+from igw_io.response_parsers import resolve_parser
+
+__all__ = ["Upstream", "UpstreamFailure", "UpstreamResponse", "lower_names"]
 
 _TIMEOUTS = (httpcore.TimeoutException, TimeoutError)
-
-
-class UpstreamFailure(Exception):
-    """A provider call failed; ``reason`` says how, ``str()`` says what happened."""
-
-    def __init__(self, reason: FailureReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 def _failure(exc: BaseException, *, started_body: bool) -> UpstreamFailure:
@@ -49,8 +51,37 @@ _UPSTREAM_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.Time
                     httpcore.UnsupportedProtocol, httpcore.ProxyError, TimeoutError, OSError)
 
 
-class UpstreamResponse:
-    """An open provider response whose body has not been read yet."""
+class UpstreamResponse(Protocol):
+    """An open provider response whose body has not been read yet.
+
+    Attributes:
+        status: the HTTP status.
+        headers: the headers, names lower-cased, in the order the provider sent them.
+    """
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Yield body chunks as they arrive.
+
+        Raises:
+            UpstreamFailure: the connection broke or a read timed out.
+        """
+
+    async def read(self, limit: int) -> bytes:
+        """Read the whole body, at most ``limit`` bytes.
+
+        Raises:
+            UpstreamFailure: the connection broke, timed out, or the body is too large.
+        """
+
+    async def aclose(self) -> None:
+        """Release the connection (back to the pool when the body was fully read)."""
+
+
+class _StreamedResponse:
+    """A response of the httpcore path (trio) or of the demo provider."""
 
     def __init__(
         self,
@@ -117,26 +148,57 @@ async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 
 class Upstream:
-    """The process's provider client: one keep-alive pool, limits from ``CLIENT_*``.
+    """The process's provider client: keep-alive connections, limits from ``CLIENT_*``.
 
     ``CLIENT_RESPONSE_HEADER_TIMEOUT`` (capped by ``CLIENT_TIMEOUT``) bounds the
-    wait for a response head; ``CLIENT_TIMEOUT`` bounds connecting and each
-    gap between body reads, so long streams are not cut while they flow.
+    wait for a response head, connecting included; ``CLIENT_TIMEOUT`` bounds connecting
+    and each gap between body reads, so long streams are not cut while they flow.
+
+    Args:
+        settings: the ``CLIENT_*`` limits.
+        parser: the HTTP/1.1 response parser of the asyncio client: ``auto`` (httptools
+            when importable), ``httptools`` or ``h11``.
+        ssl_context: TLS context for ``https`` providers (default: the system's trust
+            store, ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured).
+
+    Raises:
+        ValueError: an unknown or unavailable ``parser``.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, parser: str = "auto", *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._settings = settings
+        self.parser = resolve_parser(parser)
+        self._ssl_context = ssl_context
+        self._client: H1Client | None = None
         self._pool = KeepAlivePool(
             max_idle=settings.client_max_idle_conns,
             max_idle_per_host=settings.client_max_idle_conns_per_host,
             keepalive_expiry=settings.client_idle_conn_timeout or None,
+            ssl_context=ssl_context,
         )
         timeout = settings.client_timeout or None
+        self._timeout = timeout
         self._extensions = {
             "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         }
         header = settings.client_response_header_timeout or settings.client_timeout
         self._head_timeout = min(header, settings.client_timeout or header) or None
+
+    def _asyncio_client(self) -> H1Client:
+        loop = asyncio.get_running_loop()
+        client = self._client
+        if client is None or client.loop is not loop:
+            settings = self._settings
+            client = self._client = H1Client(
+                loop, parser=self.parser,
+                max_idle=settings.client_max_idle_conns,
+                max_idle_per_host=settings.client_max_idle_conns_per_host,
+                idle_timeout=settings.client_idle_conn_timeout or None,
+                connect_timeout=self._timeout, head_timeout=self._head_timeout,
+                read_timeout=self._timeout, ssl_context=self._ssl_context,
+            )
+        return client
 
     async def open(self, call: CallProvider) -> UpstreamResponse:
         """Send ``call`` and return once the response head has arrived.
@@ -147,8 +209,17 @@ class Upstream:
         if call.provider == "demo":
             path = call.url.removeprefix("demo://local")
             answer = demo_response(call.method, path, call.body)
-            return UpstreamResponse(answer.status, list(answer.headers),
-                                    _iterate(answer.chunks), None)
+            return _StreamedResponse(answer.status, list(answer.headers),
+                                     _iterate(answer.chunks), None)
+        client = self._client
+        # The loop this client was made for is running: asyncio, no need to ask sniffio again.
+        if client is None or client.loop is not asyncio._get_running_loop():
+            if current_async_library() != "asyncio":
+                return await self._open_httpcore(call)
+            client = self._asyncio_client()
+        return await client.open(call.method, call.url, call.headers, call.body)
+
+    async def _open_httpcore(self, call: CallProvider) -> UpstreamResponse:
         url = httpcore.URL(call.url)
         request = httpcore.Request(
             call.method, url,
@@ -162,8 +233,12 @@ class Upstream:
         except _UPSTREAM_ERRORS as exc:
             raise _failure(exc, started_body=False) from None
         stream = response.aiter_stream()
-        return UpstreamResponse(response.status, lower_names(response.headers), stream, response)
+        return _StreamedResponse(response.status, lower_names(response.headers), stream,
+                                 response)
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
+        client, self._client = self._client, None
+        if client is not None and not client.loop.is_closed():
+            client.close()
         await self._pool.aclose()
