@@ -7,6 +7,7 @@ exchange reports. Client disconnects cancel outstanding provider calls.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -75,6 +76,7 @@ class _Run:
         self.responses: dict[int, UpstreamResponse] = {}
         self.record: ExchangeRecord | None = None
         self.gone = False
+        self.head_sent = False
         #: Starts watching for the client's disconnect (channels that cannot tell by
         #: themselves); called before the first provider or tool call.
         self.watch: Callable[[], None] | None = None
@@ -116,6 +118,7 @@ class _Run:
         await self.channel.send_data(effect.data)
 
     async def send_head(self, effect: SendHead) -> None:
+        self.head_sent = True
         await self.channel.send_head(effect.status, list(effect.headers))
 
     async def send_end(self, effect: SendEnd) -> None:
@@ -269,19 +272,44 @@ class Services:
     oidc: OIDCKeys | None = None
 
 
-async def drive(services: Services, channel: ClientChannel, head: RequestHead) -> ExchangeRecord:
+async def serve(services: Services, channel: ClientChannel, head: RequestHead) -> ExchangeRecord:
     """Run one request through the core and return what it reported.
 
     Never raises for anything the client or a provider does: a client that
     leaves is reported with status 499 and its provider and tool calls are
     cancelled. With ``mcp``, the exchange gets its current tool catalogue and
-    its ``CallTool`` effects are performed concurrently.
+    its ``CallTool`` effects are performed concurrently. A bug becomes a logged
+    500 (or an aborted connection once the head went out) instead of an exception.
     """
-    mcp, oidc, clock = services.mcp, services.oidc, services.clock
+    mcp, oidc = services.mcp, services.oidc
     tools = await mcp.available_tools() if mcp is not None else EMPTY
     keys = oidc.current() if oidc is not None else None
     exchange = Exchange(services.gateway, tools=tools, keys=keys)
-    run = _Run(exchange, channel, services.upstream, clock, mcp, oidc)
+    run = _Run(exchange, channel, services.upstream, services.clock, mcp, oidc)
+    try:
+        return await _drive(run, head)
+    except Exception:
+        log.exception("unhandled error serving request")
+        try:
+            if run.head_sent:
+                await channel.abort()
+            else:
+                body = error_body("internal gateway error", "server_error", "internal_error")
+                await channel.send_head(500, [(b"content-type", b"application/json"),
+                                              (b"content-length", str(len(body)).encode())])
+                await channel.send_data(body)
+                await channel.send_end()
+        except ClientDisconnected:
+            pass
+        return ExchangeRecord(request_id=head.fresh_id, method=head.method, route="other",
+                              path=head.path, status=500, started=head.now,
+                              ended=services.clock(),
+                              counted=False, error="internal error")
+
+
+async def _drive(run: _Run, head: RequestHead) -> ExchangeRecord:
+    """Feed ``head`` and perform effects until the exchange reports; see :func:`serve`."""
+    exchange, channel = run.exchange, run.channel
     run.feed(head)
     if exchange.finished:  # answered from the head alone: no IO to watch
         for effect in run.effects:
@@ -289,21 +317,26 @@ async def drive(services: Services, channel: ClientChannel, head: RequestHead) -
         assert run.record is not None
         return run.record
     try:
-        with anyio.CancelScope() as scope:
-
-            def disconnected() -> None:
-                run.gone = True
-                scope.cancel()
-
+        task = _asyncio_task()
+        if task is not None and channel.on_disconnect(_canceller(run, task)):
+            # The channel tells of the disconnect itself: no watcher task, and the
+            # task is cancelled directly rather than through a cancel scope.
             try:
-                if channel.on_disconnect(disconnected):
-                    await run.run()
-                else:
-                    await _run_watched(run, channel, disconnected)
+                await run.run()
+            except asyncio.CancelledError:
+                if not run.gone:
+                    raise
+                task.uncancel()
             except ClientDisconnected:
                 run.gone = True
             finally:
                 channel.on_disconnect(None)
+        else:
+            with anyio.CancelScope() as scope:
+                try:
+                    await _run_watched(run, channel, _scope_canceller(run, scope))
+                except ClientDisconnected:
+                    run.gone = True
     finally:
         await run.close()
     for effect in run.effects:  # what an interrupted run left, its Report among them
@@ -311,12 +344,36 @@ async def drive(services: Services, channel: ClientChannel, head: RequestHead) -
             run.record = effect.record
     if run.gone and not exchange.finished:
         run.effects.clear()
-        run.feed(ClientGone(clock()))
+        run.feed(ClientGone(run.clock()))
         for effect in run.effects:
             if isinstance(effect, Report):
                 run.record = effect.record
     assert run.record is not None
     return run.record
+
+
+def _asyncio_task() -> asyncio.Task[Any] | None:
+    """Return the current asyncio task, or ``None`` on another event loop (trio)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _canceller(run: _Run, task: asyncio.Task[Any]) -> Callable[[], None]:
+    def disconnected() -> None:
+        run.gone = True
+        task.cancel()
+
+    return disconnected
+
+
+def _scope_canceller(run: _Run, scope: anyio.CancelScope) -> Callable[[], None]:
+    def disconnected() -> None:
+        run.gone = True
+        scope.cancel()
+
+    return disconnected
 
 
 async def _run_watched(run: _Run, channel: ClientChannel, disconnected: Callable[[], None]
@@ -334,45 +391,3 @@ async def _run_watched(run: _Run, channel: ClientChannel, disconnected: Callable
         run.watch = start_watching
         await run.run()
         tg.cancel_scope.cancel()
-
-
-async def serve(services: Services, channel: ClientChannel, head: RequestHead) -> ExchangeRecord:
-    """Like :func:`drive`, but a bug becomes a logged 500 instead of an exception."""
-    tracker = _HeadTracker(channel)
-    try:
-        return await drive(services, tracker, head)
-    except Exception:
-        log.exception("unhandled error serving request")
-        try:
-            if tracker.head_sent:
-                await channel.abort()
-            else:
-                body = error_body("internal gateway error", "server_error", "internal_error")
-                await channel.send_head(500, [(b"content-type", b"application/json"),
-                                              (b"content-length", str(len(body)).encode())])
-                await channel.send_data(body)
-                await channel.send_end()
-        except ClientDisconnected:
-            pass
-        return ExchangeRecord(request_id=head.fresh_id, method=head.method, route="other",
-                              path=head.path, status=500, started=head.now,
-                              ended=services.clock(),
-                              counted=False, error="internal error")
-
-
-class _HeadTracker:
-    """Wraps a channel to remember whether the response head went out."""
-
-    def __init__(self, channel: ClientChannel) -> None:
-        self._channel = channel
-        self.head_sent = False
-        self.receive_body = channel.receive_body
-        self.send_data = channel.send_data
-        self.send_end = channel.send_end
-        self.abort = channel.abort
-        self.on_disconnect = channel.on_disconnect
-        self.wait_disconnect = channel.wait_disconnect
-
-    async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.head_sent = True
-        await self._channel.send_head(status, headers)

@@ -8,6 +8,7 @@ last line of defence.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -173,6 +174,7 @@ class AccessLog:
         self._logger = logging.getLogger("igw.access")
         self._second = -1
         self._stamp = ""
+        self._pending: list[str] = []
 
     def write(self, fields: dict[str, Any]) -> None:
         """Log one access line with ``fields`` (``request_id``, ``method``, ``path``...)."""
@@ -199,9 +201,27 @@ class AccessLog:
         secrets = handler.formatter.secrets
         if secrets:
             line = scrub(line, secrets)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on asyncio (trio, or no loop): write it now
+            self._write(handler, line)
+            return
+        # Lines of one loop iteration go out in one write, after the responses.
+        self._pending.append(line)
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush, handler)
+
+    def _flush(self, handler: logging.StreamHandler[Any]) -> None:
+        lines, self._pending = self._pending, []
+        self._write(handler, "".join(lines))
+
+    @staticmethod
+    def _write(handler: logging.StreamHandler[Any], text: str) -> None:
         handler.acquire()
         try:
-            handler.stream.write(line)
+            handler.stream.write(text)
             handler.flush()
+        except (OSError, ValueError):  # stderr closed: as logging.Handler.handleError
+            pass
         finally:
             handler.release()

@@ -22,7 +22,7 @@ from igw_core.gateway import Gateway
 from igw_core.report import ExchangeRecord
 from igw_io.channel import ClientChannel
 from igw_io.driver import Services, serve
-from igw_io.logs import AccessLog, request_context
+from igw_io.logs import AccessLog, current_request_id
 from igw_io.mcp import MCPManager
 from igw_io.metrics import Metrics, open_listener
 from igw_io.oidc import OIDCKeys
@@ -109,9 +109,12 @@ class Runtime:
 
         Every log line emitted while serving it carries its request id.
         """
-        with request_context(request_id_of(head)):
+        token = current_request_id.set(request_id_of(head))  # as request_context, inlined
+        try:
             record = await serve(self.services, channel, head)
             self.record(record)
+        finally:
+            current_request_id.reset(token)
         return record
 
     def record(self, record: ExchangeRecord) -> None:
