@@ -187,6 +187,12 @@ class KeysRefreshed(Event):
 
 @dataclass(frozen=True, slots=True)
 class ClientGone(Event):
-    """The client disconnected before the response was complete."""
+    """The client disconnected before the response was complete.
+
+    Fields:
+        now: monotonic clock reading.
+        first_data_at: when the first relayed body byte reached the client, if any did.
+    """
 
     now: float
+    first_data_at: float | None = None

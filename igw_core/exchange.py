@@ -620,7 +620,8 @@ class Exchange:
         tap = self._tap
         if self.state is State.RELAYING and tap is not None and tap.complete:
             # It left after the whole answer reached it: served, not abandoned.
-            return self._finish(self._status, event.now, usage=tap.usage())
+            return self._finish(self._status, event.now, usage=tap.usage(),
+                                first_byte=event.first_data_at)
         return self._finish(499, event.now, error="client disconnected")
 
     def _finish(

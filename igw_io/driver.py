@@ -77,6 +77,8 @@ class _Run:
         self.record: ExchangeRecord | None = None
         self.gone = False
         self.head_sent = False
+        #: When the relayed body's first bytes went to the client.
+        self.first_data_at: float | None = None
         #: Starts watching for the client's disconnect (channels that cannot tell by
         #: themselves); called before the first provider or tool call.
         self.watch: Callable[[], None] | None = None
@@ -198,20 +200,19 @@ class _Run:
         response = self.responses.pop(effect.call)
         tap = effect.tap
         send = self.channel.send_data
-        first: float | None = None
         try:
             async for chunk in response.chunks():
                 if tap is not None:
                     tap.feed(chunk)
                 await send(chunk)
-                if first is None:
-                    first = self.clock()
+                if self.first_data_at is None:
+                    self.first_data_at = self.clock()
         except UpstreamFailure as failure:
             self.feed(ProviderFailed(effect.call, failure.reason, failure.detail, self.clock()))
             return
         finally:
             await response.aclose()
-        self.feed(ProviderEnd(effect.call, self.clock(), first))
+        self.feed(ProviderEnd(effect.call, self.clock(), self.first_data_at))
 
     async def read_provider(self, effect: ReadProviderBody) -> None:
         call = effect.call
@@ -344,7 +345,7 @@ async def _drive(run: _Run, head: RequestHead) -> ExchangeRecord:
             run.record = effect.record
     if run.gone and not exchange.finished:
         run.effects.clear()
-        run.feed(ClientGone(run.clock()))
+        run.feed(ClientGone(run.clock(), run.first_data_at))
         for effect in run.effects:
             if isinstance(effect, Report):
                 run.record = effect.record

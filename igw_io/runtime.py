@@ -35,10 +35,11 @@ access = logging.getLogger("igw.access")
 class Runtime:
     """Everything a request needs beyond its own connection."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, parser: str = "auto") -> None:
         self.settings = settings
         self.gateway = Gateway.from_settings(settings)
-        self.upstream = Upstream(settings)
+        #: Provider calls; ``parser`` picks the HTTP/1.1 response parser (``--http``).
+        self.upstream = Upstream(settings, parser)
         self.clock = time.monotonic
         self.background: TaskGroup | None = None
         #: Prometheus metrics, recorded only with ``TELEMETRY_ENABLE=true``.

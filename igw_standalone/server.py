@@ -77,7 +77,7 @@ class Server:
         self.settings = settings
         self.http = resolve(http)
         self.parser_factory: Callable[[], RequestParser] = PARSERS[self.http]
-        self.runtime = Runtime(settings)
+        self.runtime = Runtime(settings, parser=self.http)
         self.reuse_port = reuse_port
         self.connections: set[HTTP1Connection] = set()
         self.shutting_down = False

@@ -1172,3 +1172,18 @@ def test_body_read_failure_is_answered_and_recorded_with_the_same_status(
     record = next(e.record for e in out if isinstance(e, Report))
     assert record.status == status
     assert exchange.finished
+
+
+def test_a_served_client_that_leaves_keeps_its_time_to_first_byte() -> None:
+    exchange = Exchange(GATEWAY)
+    exchange.receive(RequestHead("POST", "/v1/chat/completions", "", [], 0.0, 0.0, "id1"))
+    exchange.receive(RequestData(b'{"model":"openai/gpt-4o-mini","stream":true,"messages":[]}'))
+    exchange.receive(RequestEnd())
+    effects = exchange.receive(ProviderHead(0, 200, [(b"content-type", b"text/event-stream")],
+                                            0.1))
+    relay = next(e for e in effects if isinstance(e, RelayBody))
+    assert relay.tap is not None
+    relay.tap.feed(b"data: [DONE]\n\n")
+    (report,) = exchange.receive(ClientGone(0.3, first_data_at=0.15))
+    assert isinstance(report, Report)
+    assert (report.record.status, report.record.first_byte) == (200, 0.15)
