@@ -120,6 +120,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="requests sent first")
     parser.add_argument("--scenario", choices=("chat", "stream", "proxy"), default="chat")
     parser.add_argument("--top", type=int, default=25, help="functions listed by tottime")
+    parser.add_argument("--save", help="also write the cProfile stats to this file "
+                        "(for pstats or snakeviz)")
     parser.add_argument("--igw-args", default="", help="extra igw flags, e.g. '--http h11'")
     args = parser.parse_args()
     children = run.Children()
@@ -166,6 +168,8 @@ def main() -> None:
             wait_for(Path(f"{stats_path}.ok"), client)
             client.close()
             stats = pstats.Stats(str(stats_path))
+            if args.save:
+                stats.dump_stats(args.save)
     finally:
         children.stop_all()
 
