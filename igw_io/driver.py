@@ -319,9 +319,19 @@ async def _drive(run: _Run, head: RequestHead) -> ExchangeRecord:
         return run.record
     try:
         task = _asyncio_task()
-        if task is not None and channel.on_disconnect(_canceller(run, task)):
-            # The channel tells of the disconnect itself: no watcher task, and the
-            # task is cancelled directly rather than through a cancel scope.
+        if task is not None:
+            # On asyncio the serving task is cancelled directly (no cancel scope): by the
+            # channel when it learns of the disconnect itself, else by a watcher task
+            # that reads for it (ASGI), started before the first provider call.
+            cancel = _canceller(run, task)
+            watcher: asyncio.Task[None] | None = None
+            if not channel.on_disconnect(cancel):
+
+                def start_watching() -> None:
+                    nonlocal watcher
+                    watcher = asyncio.ensure_future(_watch(channel, cancel))
+
+                run.watch = start_watching
             try:
                 await run.run()
             except asyncio.CancelledError:
@@ -332,6 +342,8 @@ async def _drive(run: _Run, head: RequestHead) -> ExchangeRecord:
                 run.gone = True
             finally:
                 channel.on_disconnect(None)
+                if watcher is not None:
+                    watcher.cancel()
         else:
             with anyio.CancelScope() as scope:
                 try:
@@ -359,6 +371,11 @@ def _asyncio_task() -> asyncio.Task[Any] | None:
         return asyncio.current_task()
     except RuntimeError:
         return None
+
+
+async def _watch(channel: ClientChannel, disconnected: Callable[[], None]) -> None:
+    await channel.wait_disconnect()
+    disconnected()
 
 
 def _canceller(run: _Run, task: asyncio.Task[Any]) -> Callable[[], None]:
