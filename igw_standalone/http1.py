@@ -225,10 +225,12 @@ class HTTP1Connection(asyncio.Protocol):
         self.head = None
         if self.lost:
             return
+        if not self.body_done:
+            self._skip_body()  # what is already here of a body nobody read
         if not self.complete or head is None or not head.keep_alive or self.closing:
             self._finish(linger=not self.body_done)
             return
-        if not self.body_done and not self._skip_body():
+        if not self.body_done:  # the rest of that body is still on its way
             self._finish(linger=True)
             return
         if self.server.shutting_down:
