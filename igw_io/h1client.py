@@ -387,6 +387,12 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
 
+def _take_all(pieces: deque[bytes]) -> bytes:
+    joined = b"".join(pieces)
+    pieces.clear()
+    return joined
+
+
 class ClientResponse:
     """A provider response whose head has arrived; the body follows through :meth:`chunks`.
 
@@ -415,7 +421,9 @@ class ClientResponse:
         try:
             while True:
                 if body:
-                    chunk = body.popleft()
+                    # Pieces parsed from one read (a chunked body's chunks) go on as one:
+                    # one write to the client instead of one per chunk.
+                    chunk = body.popleft() if len(body) == 1 else _take_all(body)
                     conn.consumed(len(chunk))
                     yield chunk
                 elif conn.phase is _BODY:
