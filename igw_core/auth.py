@@ -16,12 +16,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-from jwt.algorithms import Algorithm, get_default_algorithms
-from jwt.exceptions import PyJWTError
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from igw_core.errors import ServiceUnavailable, Unauthorized
+
+if TYPE_CHECKING:
+    from jwt.algorithms import Algorithm
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
@@ -86,16 +87,22 @@ ALLOWED_ALGORITHMS: Mapping[str, tuple[str, frozenset[str] | None]] = {
     "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
 }
 
-_VERIFIERS: dict[str, Algorithm] = {
-    name: algorithm
-    for name, algorithm in get_default_algorithms().items()
-    if name in ALLOWED_ALGORITHMS
-}
-_KEY_PARSERS: dict[str, type[Algorithm]] = {
-    "RSA": type(_VERIFIERS["RS256"]),
-    "EC": type(_VERIFIERS["ES256"]),
-    "OKP": type(_VERIFIERS["EdDSA"]),
-}
+_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
+
+
+@cache
+def _verifiers() -> dict[str, Algorithm]:
+    """pyjwt's verifiers of the allowed algorithms (imported on first use: with auth off,
+    pyjwt and cryptography are never loaded)."""
+    from jwt.algorithms import get_default_algorithms
+
+    return {name: algorithm for name, algorithm in get_default_algorithms().items()
+            if name in ALLOWED_ALGORITHMS}
+
+
+def _key_parser(kty: str) -> type[Algorithm]:
+    verifiers = _verifiers()
+    return type(verifiers[{"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}[kty]])
 
 #: Longest Authorization value looked at; real access tokens are a few KiB.
 MAX_TOKEN_BYTES = 16 * 1024
@@ -166,7 +173,7 @@ def _parse_jwk(jwk: object) -> VerificationKey | str:
         return f"key {name}: use {_show(use)} is not 'sig'"
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
         return f"key {name}: key_ops {_show(ops)} lacks 'verify'"
-    if not isinstance(kty, str) or kty not in _KEY_PARSERS:
+    if not isinstance(kty, str) or kty not in _KEY_TYPES:
         return f"key {name}: unsupported kty {_show(kty)}"
     if crv is not None and not isinstance(crv, str):
         return f"key {name}: crv is not a string"
@@ -175,8 +182,10 @@ def _parse_jwk(jwk: object) -> VerificationKey | str:
     candidate = VerificationKey(kid, kty, crv, alg, None)
     if not any(candidate.fits(a) for a in ALLOWED_ALGORITHMS):
         return f"key {name}: no allowed algorithm fits {kty} {crv or ''}".rstrip()
+    from jwt.exceptions import PyJWTError
+
     try:
-        key = _KEY_PARSERS[kty].from_jwk(dict(jwk))
+        key = _key_parser(kty).from_jwk(dict(jwk))
     except (PyJWTError, ValueError, TypeError, KeyError, binascii.Error) as exc:
         return f"key {name}: unreadable ({type(exc).__name__})"
     public = getattr(key, "public_key", None)
@@ -372,8 +381,10 @@ def _candidates(keys: KeySet, kid: str | None, alg: str) -> tuple[VerificationKe
 
 
 def _signature_ok(key: VerificationKey, alg: str, parsed: _Parsed) -> bool:
+    from jwt.exceptions import PyJWTError
+
     try:
-        return _VERIFIERS[alg].verify(parsed.signing_input, key.key, parsed.signature)
+        return _verifiers()[alg].verify(parsed.signing_input, key.key, parsed.signature)
     except (PyJWTError, ValueError, TypeError):
         return False
 

@@ -12,7 +12,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -51,9 +51,11 @@ from igw_core.mcp.catalog import EMPTY
 from igw_core.report import ExchangeRecord
 from igw_core.responses import error_body
 from igw_io.channel import ClientChannel, ClientDisconnected, RequestBodyError
-from igw_io.mcp import MCPManager
-from igw_io.oidc import OIDCKeys
 from igw_io.upstream import Upstream, UpstreamFailure, UpstreamResponse
+
+if TYPE_CHECKING:
+    from igw_io.mcp import MCPManager
+    from igw_io.oidc import OIDCKeys
 
 log = logging.getLogger("igw.driver")
 

@@ -1,4 +1,4 @@
-"""A keep-alive pool of httpcore connections with O(1) checkout.
+"""Provider calls on httpcore (the trio path): a keep-alive pool with O(1) checkout.
 
 httpcore's ``AsyncConnectionPool`` re-examines every pooled connection (a
 ``getpeername`` and a ``poll`` each) on every request and every release, so
@@ -16,6 +16,12 @@ from collections.abc import AsyncIterator
 
 import anyio
 import httpcore
+
+from igw_core.config import Settings
+from igw_core.effects import CallProvider
+from igw_core.events import FailureReason
+from igw_io.h1client import UpstreamFailure
+from igw_io.upstream import lower_names
 
 _Key = tuple[bytes, bytes, int]
 
@@ -156,3 +162,117 @@ class KeepAlivePool:
         for stack in stacks.values():
             for connection in stack:
                 await connection.aclose()
+
+
+_TIMEOUTS = (httpcore.TimeoutException, TimeoutError)
+_UPSTREAM_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException,
+                    httpcore.UnsupportedProtocol, httpcore.ProxyError, TimeoutError, OSError)
+_DEFAULT_PORTS = {b"http": 80, b"https": 443}
+
+
+def _failure(exc: BaseException, *, started_body: bool) -> UpstreamFailure:
+    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if isinstance(exc, _TIMEOUTS):
+        return UpstreamFailure(FailureReason.TIMEOUT, detail)
+    return UpstreamFailure(FailureReason.RESET if started_body else FailureReason.UNREACHABLE,
+                           detail)
+
+
+def _host_header(url: httpcore.URL) -> bytes:
+    host = url.host
+    if b":" in host:  # an IPv6 literal
+        host = b"[" + host + b"]"
+    if url.port is not None and url.port != _DEFAULT_PORTS.get(url.scheme):
+        return host + b":" + str(url.port).encode()
+    return host
+
+
+class HttpcoreResponse:
+    """A provider response on an httpcore connection (the trio path)."""
+
+    def __init__(self, response: httpcore.Response) -> None:
+        self.status = response.status
+        self.headers = lower_names(response.headers)
+        self._response = response
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield body chunks as they arrive.
+
+        Raises:
+            UpstreamFailure: the connection broke or a read timed out.
+        """
+        try:
+            async for chunk in self._response.aiter_stream():
+                if chunk:
+                    yield chunk
+        except _UPSTREAM_ERRORS as exc:
+            raise _failure(exc, started_body=True) from None
+
+    async def read(self, limit: int) -> bytes:
+        """Read the whole body, at most ``limit`` bytes.
+
+        Raises:
+            UpstreamFailure: the connection broke, timed out, or the body is too large.
+        """
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamFailure(FailureReason.TOO_LARGE, f"response over {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def aclose(self) -> None:
+        """Release the connection (back to the pool when the body was fully read)."""
+        with anyio.CancelScope(shield=True):
+            await self._response.aclose()
+
+
+class HttpcoreClient:
+    """Provider calls through httpcore on :class:`KeepAlivePool`, for event loops other than
+    asyncio (trio), with the same limits and timeouts as the asyncio client.
+
+    Args:
+        settings: the ``CLIENT_*`` limits.
+        head_timeout: seconds to wait for a response head, connecting included.
+        ssl_context: TLS context for ``https`` providers (default: system trust).
+    """
+
+    def __init__(self, settings: Settings, head_timeout: float | None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self._pool = KeepAlivePool(
+            max_idle=settings.client_max_idle_conns,
+            max_idle_per_host=settings.client_max_idle_conns_per_host,
+            keepalive_expiry=settings.client_idle_conn_timeout or None,
+            ssl_context=ssl_context,
+        )
+        timeout = settings.client_timeout or None
+        self._extensions = {
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        }
+        self._head_timeout = head_timeout
+
+    async def open(self, call: CallProvider) -> HttpcoreResponse:
+        """Send ``call``; return once the response head has arrived.
+
+        Raises:
+            UpstreamFailure: the provider is unreachable or did not answer in time.
+        """
+        url = httpcore.URL(call.url)
+        request = httpcore.Request(
+            call.method, url,
+            headers=[(b"host", _host_header(url)), *call.headers,
+                     (b"content-length", str(len(call.body)).encode())],
+            content=call.body, extensions=self._extensions,
+        )
+        try:
+            with anyio.fail_after(self._head_timeout):
+                response = await self._pool.handle_async_request(request)
+        except _UPSTREAM_ERRORS as exc:
+            raise _failure(exc, started_body=False) from None
+        return HttpcoreResponse(response)
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        await self._pool.aclose()

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
@@ -23,10 +24,12 @@ from igw_core.report import ExchangeRecord
 from igw_io.channel import ClientChannel
 from igw_io.driver import Services, serve
 from igw_io.logs import AccessLog, current_request_id
-from igw_io.mcp import MCPManager
-from igw_io.metrics import Metrics, open_listener
-from igw_io.oidc import OIDCKeys
 from igw_io.upstream import Upstream
+
+if TYPE_CHECKING:
+    from igw_io.mcp import MCPManager
+    from igw_io.metrics import Metrics
+    from igw_io.oidc import OIDCKeys
 
 log = logging.getLogger("igw")
 access = logging.getLogger("igw.access")
@@ -43,15 +46,27 @@ class Runtime:
         self.clock = time.monotonic
         self.background: TaskGroup | None = None
         #: Prometheus metrics, recorded only with ``TELEMETRY_ENABLE=true``.
-        self.metrics: Metrics | None = Metrics(settings) if settings.telemetry_enable else None
+        # MCP, metrics and OIDC (and httpcore, prometheus-client, pyjwt behind them) are
+        # imported only when their feature is on: a process without them stays smaller.
+        self.metrics: Metrics | None = None
+        if settings.telemetry_enable:
+            from igw_io.metrics import Metrics
+
+            self.metrics = Metrics(settings)
         #: Whether :meth:`running` serves ``/metrics``; the ``--workers`` supervisor,
         #: which serves the sum over its workers itself, turns it off in each worker.
         self.serve_metrics = settings.telemetry_enable
         #: The MCP servers' sessions and tool catalogue, with ``MCP_ENABLE=true``.
-        self.mcp: MCPManager | None = MCPManager(settings) if settings.mcp_enable else None
-        self.oidc: OIDCKeys | None = (
-            OIDCKeys.from_settings(settings) if settings.auth_enable else None
-        )
+        self.mcp: MCPManager | None = None
+        if settings.mcp_enable:
+            from igw_io.mcp import MCPManager
+
+            self.mcp = MCPManager(settings)
+        self.oidc: OIDCKeys | None = None
+        if settings.auth_enable:
+            from igw_io.oidc import OIDCKeys
+
+            self.oidc = OIDCKeys.from_settings(settings)
         self._access = AccessLog()
         self.services = Services(self.gateway, self.upstream, self.clock, self.mcp, self.oidc)
 
@@ -70,6 +85,8 @@ class Runtime:
         listener = None
         try:
             if self.metrics is not None and self.serve_metrics:
+                from igw_io.metrics import open_listener
+
                 listener = open_listener(self.metrics, self.settings.server_host,
                                          self.settings.telemetry_metrics_port)
             async with anyio.create_task_group() as tg:

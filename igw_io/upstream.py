@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import anyio
-import httpcore
 from sniffio import current_async_library
 
 from igw_core.config import Settings
@@ -23,20 +21,12 @@ from igw_core.demo import demo_response
 from igw_core.effects import CallProvider
 from igw_core.events import FailureReason
 from igw_io.h1client import H1Client, UpstreamFailure
-from igw_io.pool import KeepAlivePool
 from igw_io.response_parsers import resolve_parser
 
+if TYPE_CHECKING:
+    from igw_io.pool import HttpcoreClient
+
 __all__ = ["Upstream", "UpstreamFailure", "UpstreamResponse", "lower_names"]
-
-_TIMEOUTS = (httpcore.TimeoutException, TimeoutError)
-
-
-def _failure(exc: BaseException, *, started_body: bool) -> UpstreamFailure:
-    if isinstance(exc, _TIMEOUTS):
-        return UpstreamFailure(FailureReason.TIMEOUT, f"{type(exc).__name__}: {exc}".rstrip(": "))
-    reason = FailureReason.RESET if started_body else FailureReason.UNREACHABLE
-    return UpstreamFailure(reason, f"{type(exc).__name__}: {exc}".rstrip(": "))
-
 
 def lower_names(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Return ``headers`` with lower-case names, as the core expects (DESIGN §1).
@@ -45,10 +35,6 @@ def lower_names(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
     every response from an outside server goes through this once, where it enters igw_io.
     """
     return [(name.lower(), value) for name, value in headers]
-
-
-_UPSTREAM_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException,
-                    httpcore.UnsupportedProtocol, httpcore.ProxyError, TimeoutError, OSError)
 
 
 class UpstreamResponse(Protocol):
@@ -80,71 +66,34 @@ class UpstreamResponse(Protocol):
         """Release the connection (back to the pool when the body was fully read)."""
 
 
-class _StreamedResponse:
-    """A response of the httpcore path (trio) or of the demo provider."""
+class _DemoResponse:
+    """The demo provider's answer, made in-process."""
 
-    def __init__(
-        self,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        stream: AsyncIterator[bytes],
-        closer: httpcore.Response | None,
-    ) -> None:
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]],
+                 chunks: Iterable[bytes]) -> None:
         self.status = status
         self.headers = headers
-        self._stream = stream
-        self._closer = closer
+        self._chunks = chunks
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield body chunks as they arrive.
-
-        Raises:
-            UpstreamFailure: the connection broke or a read timed out.
-        """
-        try:
-            async for chunk in self._stream:
-                if chunk:
-                    yield chunk
-        except _UPSTREAM_ERRORS as exc:
-            raise _failure(exc, started_body=True) from None
+        """Yield the answer's chunks."""
+        for chunk in self._chunks:
+            if chunk:
+                yield chunk
 
     async def read(self, limit: int) -> bytes:
-        """Read the whole body, at most ``limit`` bytes.
+        """Return the whole answer.
 
         Raises:
-            UpstreamFailure: the connection broke, timed out, or the body is too large.
+            UpstreamFailure: it is over ``limit`` bytes.
         """
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in self.chunks():
-            size += len(chunk)
-            if size > limit:
-                raise UpstreamFailure(FailureReason.TOO_LARGE, f"response over {limit} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
+        body = b"".join(self._chunks)
+        if len(body) > limit:
+            raise UpstreamFailure(FailureReason.TOO_LARGE, f"response over {limit} bytes")
+        return body
 
     async def aclose(self) -> None:
-        """Release the connection (back to the pool when the body was fully read)."""
-        if self._closer is not None:
-            with anyio.CancelScope(shield=True):
-                await self._closer.aclose()
-
-
-_DEFAULT_PORTS = {b"http": 80, b"https": 443}
-
-
-def _host_header(url: httpcore.URL) -> bytes:
-    host = url.host
-    if b":" in host:  # an IPv6 literal
-        host = b"[" + host + b"]"
-    if url.port is not None and url.port != _DEFAULT_PORTS.get(url.scheme):
-        return host + b":" + str(url.port).encode()
-    return host
-
-
-async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
+        """Nothing to release."""
 
 
 class Upstream:
@@ -171,17 +120,9 @@ class Upstream:
         self.parser = resolve_parser(parser)
         self._ssl_context = ssl_context
         self._client: H1Client | None = None
-        self._pool = KeepAlivePool(
-            max_idle=settings.client_max_idle_conns,
-            max_idle_per_host=settings.client_max_idle_conns_per_host,
-            keepalive_expiry=settings.client_idle_conn_timeout or None,
-            ssl_context=ssl_context,
-        )
+        self._httpcore: HttpcoreClient | None = None  # made on first use under trio
         timeout = settings.client_timeout or None
         self._timeout = timeout
-        self._extensions = {
-            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-        }
         header = settings.client_response_header_timeout or settings.client_timeout
         self._head_timeout = min(header, settings.client_timeout or header) or None
 
@@ -209,36 +150,28 @@ class Upstream:
         if call.provider == "demo":
             path = call.url.removeprefix("demo://local")
             answer = demo_response(call.method, path, call.body)
-            return _StreamedResponse(answer.status, list(answer.headers),
-                                     _iterate(answer.chunks), None)
+            return _DemoResponse(answer.status, list(answer.headers), answer.chunks)
         client = self._client
         # The loop this client was made for is running: asyncio, no need to ask sniffio again.
         if client is None or client.loop is not asyncio._get_running_loop():
             if current_async_library() != "asyncio":
-                return await self._open_httpcore(call)
+                return await self._httpcore_client().open(call)
             client = self._asyncio_client()
         return await client.open(call.method, call.url, call.headers, call.body)
 
-    async def _open_httpcore(self, call: CallProvider) -> UpstreamResponse:
-        url = httpcore.URL(call.url)
-        request = httpcore.Request(
-            call.method, url,
-            headers=[(b"host", _host_header(url)), *call.headers,
-                     (b"content-length", str(len(call.body)).encode())],
-            content=call.body, extensions=self._extensions,
-        )
-        try:
-            with anyio.fail_after(self._head_timeout):
-                response = await self._pool.handle_async_request(request)
-        except _UPSTREAM_ERRORS as exc:
-            raise _failure(exc, started_body=False) from None
-        stream = response.aiter_stream()
-        return _StreamedResponse(response.status, lower_names(response.headers), stream,
-                                 response)
+    def _httpcore_client(self) -> HttpcoreClient:
+        # Imported here: on asyncio (the usual case) httpcore is never loaded for providers.
+        from igw_io.pool import HttpcoreClient
+
+        if self._httpcore is None:
+            self._httpcore = HttpcoreClient(self._settings, self._head_timeout,
+                                            self._ssl_context)
+        return self._httpcore
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
         client, self._client = self._client, None
         if client is not None and not client.loop.is_closed():
             client.close()
-        await self._pool.aclose()
+        if self._httpcore is not None:
+            await self._httpcore.aclose()

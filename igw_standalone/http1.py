@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, cast
 from igw_core.events import BodyFailure
 from igw_core.responses import error_body
 from igw_io.channel import ClientDisconnected, RequestBodyError
-from igw_standalone.http2 import PREFACE, H2Connection
 from igw_standalone.parsers import END, Failure, Head, ParserEvent, RequestParser
 from igw_standalone.streams import TransportStream
 
 if TYPE_CHECKING:
+    from igw_standalone.http2 import H2Connection
     from igw_standalone.server import Server
 
 log = logging.getLogger("igw.http")
@@ -43,6 +43,8 @@ _LINGER_BYTES = 16 * 1024 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _NO_BODY_STATUSES = frozenset({204, 304})
+#: The HTTP/2 connection preface (RFC 9113 §3.4): a client with prior knowledge starts so.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class HTTP1Connection(asyncio.Protocol):
@@ -188,6 +190,8 @@ class HTTP1Connection(asyncio.Protocol):
         return True
 
     def _start_h2(self, initial: bytes) -> None:
+        from igw_standalone.http2 import H2Connection  # h2 is loaded by the first HTTP/2 client
+
         self._cancel_timer()
         assert self.transport is not None
         self.h2 = TransportStream(self.transport)

@@ -25,7 +25,6 @@ from igw_standalone.sockets import PEER_GONE
 
 log = logging.getLogger("igw.http2")
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _READ_SIZE = 65536
 
 # Connection-specific headers are forbidden in HTTP/2 (RFC 9113 §8.2.2).
