@@ -259,3 +259,16 @@ def test_malformed_chunked_body_is_400_on_the_wire_and_in_the_record(
             break
         time.sleep(0.05)
     assert statuses == [400]
+
+
+def test_head_over_http2_is_get_without_the_body(gateway: RunningGateway) -> None:
+    if gateway.frontend != "standalone":
+        pytest.skip("HTTP/2 for the ASGI app is the ASGI server's job")
+    with httpcore.ConnectionPool(http1=False, http2=True) as pool:
+        get = pool.request("GET", gateway.url + "/health")
+        head = pool.request("HEAD", gateway.url + "/health")
+        missing = pool.request("HEAD", gateway.url + "/nope")
+    assert head.extensions["http_version"] == b"HTTP/2"
+    assert (head.status, head.content) == (200, b"")
+    assert dict(head.headers)[b"content-length"] == str(len(get.content)).encode()
+    assert (missing.status, missing.content) == (404, b"")
