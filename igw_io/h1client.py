@@ -393,6 +393,22 @@ def _take_all(pieces: deque[bytes]) -> bytes:
     return joined
 
 
+async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """Return all of ``chunks`` joined, refusing more than ``limit`` bytes.
+
+    Raises:
+        UpstreamFailure: ``TOO_LARGE`` past the limit, or whatever ``chunks`` raises.
+    """
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamFailure(FailureReason.TOO_LARGE, f"response over {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 class ClientResponse:
     """A provider response whose head has arrived; the body follows through :meth:`chunks`.
 
@@ -446,14 +462,7 @@ class ClientResponse:
         Raises:
             UpstreamFailure: the connection broke, timed out, or the body is too large.
         """
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in self.chunks():
-            size += len(chunk)
-            if size > limit:
-                raise UpstreamFailure(FailureReason.TOO_LARGE, f"response over {limit} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
+        return await read_limited(self.chunks(), limit)
 
     async def aclose(self) -> None:
         """Release the connection: back to the pool when the body was read to its end.

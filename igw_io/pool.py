@@ -20,7 +20,7 @@ import httpcore
 from igw_core.config import Settings
 from igw_core.effects import CallProvider
 from igw_core.events import FailureReason
-from igw_io.h1client import UpstreamFailure
+from igw_io.h1client import UpstreamFailure, read_limited
 from igw_io.upstream import lower_names
 
 _Key = tuple[bytes, bytes, int]
@@ -214,14 +214,7 @@ class HttpcoreResponse:
         Raises:
             UpstreamFailure: the connection broke, timed out, or the body is too large.
         """
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in self.chunks():
-            size += len(chunk)
-            if size > limit:
-                raise UpstreamFailure(FailureReason.TOO_LARGE, f"response over {limit} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
+        return await read_limited(self.chunks(), limit)
 
     async def aclose(self) -> None:
         """Release the connection (back to the pool when the body was fully read)."""

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpcore
@@ -22,15 +24,15 @@ SERVERS = {
 }
 
 
-@pytest.mark.parametrize("server", sorted(SERVERS))
-def test_chat_and_stream_under_server(server: str, mock_openai: MockProvider,
-                                      tmp_path: Path) -> None:
+@contextmanager
+def asgi_server(server: str, mock: MockProvider, directory: Path) -> Iterator[int]:
+    """Run the ASGI app under ``server`` with ``mock`` as OpenAI; yield its port once up."""
     pytest.importorskip(server)
     port = free_port()
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
-           "OPENAI_API_URL": mock_openai.base_url, "OPENAI_API_KEY": mock_openai.api_key}
+           "OPENAI_API_URL": mock.base_url, "OPENAI_API_KEY": mock.api_key}
     command = [sys.executable, *(a.format(port=port) for a in SERVERS[server])]
-    with open(tmp_path / "server.log", "wb") as log:
+    with open(directory / "server.log", "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    cwd=ROOT)
         try:
@@ -41,21 +43,28 @@ def test_chat_and_stream_under_server(server: str, mock_openai: MockProvider,
                         break
                 except httpcore.NetworkError:
                     pass
-                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                assert time.monotonic() < deadline, (directory / "server.log").read_text()
                 time.sleep(0.1)
-            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x",
-                                   max_retries=0)
-            answer = client.chat.completions.create(
-                model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
-            assert answer.choices[0].message.content == "echo: hello"
-            text = "".join(
-                chunk.choices[0].delta.content or ""
-                for chunk in client.chat.completions.create(
-                    model="openai/gpt-4o-mini", stream=True,
-                    messages=[{"role": "user", "content": "stream it"}])
-                if chunk.choices
-            )
-            assert text == "echo: stream it"
+            yield port
         finally:
             process.terminate()
             process.wait(15)
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_chat_and_stream_under_server(server: str, mock_openai: MockProvider,
+                                      tmp_path: Path) -> None:
+    with asgi_server(server, mock_openai, tmp_path) as port:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x",
+                               max_retries=0)
+        answer = client.chat.completions.create(
+            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+        assert answer.choices[0].message.content == "echo: hello"
+        text = "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in client.chat.completions.create(
+                model="openai/gpt-4o-mini", stream=True,
+                messages=[{"role": "user", "content": "stream it"}])
+            if chunk.choices
+        )
+        assert text == "echo: stream it"

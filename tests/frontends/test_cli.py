@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -18,12 +17,9 @@ from pathlib import Path
 
 import httpcore
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.conftest import RunningGateway
+from tests.support.certs import self_signed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,24 +110,6 @@ def test_sigterm_during_a_restart_pause_exits_promptly(tmp_path: Path) -> None:
 # -- 5. startup errors that are configuration errors -----------------------------------
 
 
-def _pair(directory: Path, name: str) -> tuple[Path, Path]:
-    """Write a self-signed certificate and its key as ``name``-cert.pem, ``name``-key.pem."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 def _refused(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -154,8 +132,8 @@ def test_missing_tls_files_are_refused_with_the_other_bad_variables() -> None:
 
 
 def test_a_tls_key_that_does_not_match_the_certificate_is_refused(tmp_path: Path) -> None:
-    cert, _ = _pair(tmp_path, "one")
-    _, other_key = _pair(tmp_path, "two")
+    cert, _ = self_signed(tmp_path, "one")
+    _, other_key = self_signed(tmp_path, "two")
     [problem] = _refused(_run_igw({"SERVER_TLS_CERT_PATH": str(cert),
                                    "SERVER_TLS_KEY_PATH": str(other_key)}, "--demo"))
     assert problem.startswith(f"  SERVER_TLS_KEY_PATH='{other_key}'")
@@ -163,14 +141,14 @@ def test_a_tls_key_that_does_not_match_the_certificate_is_refused(tmp_path: Path
 
 
 def test_a_tls_certificate_file_without_a_certificate_is_refused(tmp_path: Path) -> None:
-    _, key = _pair(tmp_path, "one")
+    _, key = self_signed(tmp_path, "one")
     [problem] = _refused(_run_igw({"SERVER_TLS_CERT_PATH": str(key),
                                    "SERVER_TLS_KEY_PATH": str(key)}, "--demo"))
     assert problem.startswith(f"  SERVER_TLS_CERT_PATH='{key}'")
 
 
 def test_only_one_tls_path_is_refused_naming_the_missing_one(tmp_path: Path) -> None:
-    cert, _ = _pair(tmp_path, "one")
+    cert, _ = self_signed(tmp_path, "one")
     [problem] = _refused(_run_igw({"SERVER_TLS_CERT_PATH": str(cert)}, "--demo"))
     assert problem.startswith("  SERVER_TLS_KEY_PATH=''")
 

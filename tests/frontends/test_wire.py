@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +15,8 @@ import httpcore
 import pytest
 
 from tests.conftest import GatewayFactory, RunningGateway
-from tests.support.mock_provider import MockProvider, free_port
+from tests.frontends.test_asgi_servers import asgi_server
+from tests.support.mock_provider import MockProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 _SMUGGLE_BODY = b'{"model":"openai/gpt-4o","messages":[]}'
@@ -83,35 +81,13 @@ def test_ambiguous_framing_is_answered_once_and_the_connection_closes(
 def test_ambiguous_framing_closes_under_other_asgi_servers(
     server: str, mock_openai: MockProvider, tmp_path: Path
 ) -> None:
-    pytest.importorskip(server)
-    from tests.frontends.test_asgi_servers import SERVERS
-
-    port = free_port()
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
-           "OPENAI_API_URL": mock_openai.base_url, "OPENAI_API_KEY": mock_openai.api_key}
-    command = [sys.executable, *(a.format(port=port) for a in SERVERS[server])]
-    with open(tmp_path / "server.log", "wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=ROOT)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if httpcore.request("GET", f"http://127.0.0.1:{port}/health").status == 200:
-                        break
-                except httpcore.NetworkError:
-                    pass
-                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-                time.sleep(0.1)
-            answer = _read_all(port, _SMUGGLED)
-            # granian (hyper) resolves the framing itself as RFC 9112 §6.3 allows (chunked
-            # wins) and closes afterwards; the others pass it on and honour the core's 400
-            # with Connection: close. Either way the smuggled GET is never answered.
-            assert len(_responses(answer)) == 1, answer
-            assert b"404" not in answer
-        finally:
-            process.terminate()
-            process.wait(15)
+    with asgi_server(server, mock_openai, tmp_path) as port:
+        answer = _read_all(port, _SMUGGLED)
+    # granian (hyper) resolves the framing itself as RFC 9112 §6.3 allows (chunked wins)
+    # and closes afterwards; the others pass it on and honour the core's 400 with
+    # Connection: close. Either way the smuggled GET is never answered.
+    assert len(_responses(answer)) == 1, answer
+    assert b"404" not in answer
 
 
 # -- HEAD ---------------------------------------------------------------------------------
