@@ -15,7 +15,7 @@ from importlib.metadata import version
 from igw_core.config import ConfigError, ConfigProblem, Settings, load_settings
 from igw_core.providers import PROVIDER_SPECS
 from igw_io.logs import configure_logging, secrets_of
-from igw_standalone.parsers import resolve as resolve_parser
+from igw_io.response_parsers import resolve_parser
 from igw_standalone.server import Engine, Server, resolve_loop, run
 from igw_standalone.tls import CERT_VARIABLE, KEY_VARIABLE, tls_problems
 
@@ -154,9 +154,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_CONFIG)
     try:
         engine = Engine(resolve_parser(args.http), resolve_loop(args.loop))
-    except ImportError as error:
-        print(f"igw: refusing to start: --http/--loop asks for {error.name}, which is not "
-              "installed", file=sys.stderr)
+    except ValueError as error:  # --http httptools or --loop uvloop without the package
+        print(f"igw: refusing to start: {error}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     configure_logging(development=settings.is_development, secrets=secrets_of(settings))
     try:

@@ -4,7 +4,8 @@ A parser turns the bytes of one connection, fed in any split, into a flat list
 of events: :class:`Head`, body ``bytes``, :data:`END` per request, and at most
 one :class:`Failure` after which it reads nothing more. Both parsers give the
 same events for the same bytes; the server chooses one at startup
-(``--http auto|httptools|h11``).
+(``--http auto|httptools|h11``, resolved like the upstream client's by
+:func:`igw_io.response_parsers.resolve_parser`).
 """
 
 from __future__ import annotations
@@ -234,22 +235,3 @@ class H11Parser:
 
 #: The parsers by ``--http`` name.
 PARSERS: dict[str, Callable[[], RequestParser]] = {"httptools": HttptoolsParser, "h11": H11Parser}
-
-
-def resolve(choice: str) -> str:
-    """Return the parser name for ``--http`` ``choice`` (``auto``: httptools when importable).
-
-    Raises:
-        ValueError: ``choice`` is unknown, or ``httptools`` was asked for and is missing.
-    """
-    if choice == "auto":
-        try:
-            import httptools
-        except ImportError:
-            return "h11"
-        return "httptools"
-    if choice not in PARSERS:
-        raise ValueError(f"unknown HTTP parser {choice!r} (auto, httptools or h11)")
-    if choice == "httptools":
-        import httptools  # noqa: F401
-    return choice

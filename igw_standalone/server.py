@@ -15,9 +15,10 @@ from typing import Any
 import anyio
 
 from igw_core.config import Settings
+from igw_io.response_parsers import resolve_parser
 from igw_io.runtime import Runtime
 from igw_standalone.http1 import HTTP1Connection
-from igw_standalone.parsers import PARSERS, RequestParser, resolve
+from igw_standalone.parsers import PARSERS, RequestParser
 from igw_standalone.tls import server_ssl_context
 
 log = logging.getLogger("igw.server")
@@ -42,17 +43,18 @@ def resolve_loop(choice: str) -> str:
     Raises:
         ValueError: ``choice`` is unknown, or ``uvloop`` was asked for and is missing.
     """
-    if choice == "auto":
-        try:
-            import uvloop
-        except ImportError:
-            return "asyncio"
-        return "uvloop"
-    if choice == "uvloop":
-        import uvloop  # noqa: F401
-    elif choice != "asyncio":
+    if choice not in ("auto", "uvloop", "asyncio"):
         raise ValueError(f"unknown event loop {choice!r} (auto, uvloop or asyncio)")
-    return choice
+    if choice == "asyncio":
+        return choice
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if choice == "uvloop":
+            raise ValueError("the uvloop event loop is not installed (pip install uvloop)"
+                             ) from None
+        return "asyncio"
+    return "uvloop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class Server:
     def __init__(self, settings: Settings, *, reuse_port: bool = False,
                  http: str = "auto") -> None:
         self.settings = settings
-        self.http = resolve(http)
+        self.http = resolve_parser(http)
         self.parser_factory: Callable[[], RequestParser] = PARSERS[self.http]
         self.runtime = Runtime(settings, parser=self.http)
         self.reuse_port = reuse_port

@@ -17,7 +17,6 @@ from igw_standalone.parsers import (
     Head,
     HttptoolsParser,
     ParserEvent,
-    resolve,
 )
 
 pytest.importorskip("httptools")
@@ -163,7 +162,10 @@ def test_http10_connections_close_after_one_request() -> None:
         assert isinstance(head, Head) and head.http10 and not head.keep_alive
 
 
-def test_auto_picks_httptools_and_unknown_names_are_refused() -> None:
-    assert resolve("auto") == "httptools"
+def test_the_server_resolves_its_parser_like_the_upstream_client() -> None:
+    from igw_core.config import load_settings
+    from igw_standalone.server import Server
+
+    assert Server(load_settings({}), http="auto").http == "httptools"
     with pytest.raises(ValueError, match="unknown HTTP parser"):
-        resolve("picohttp")
+        Server(load_settings({}), http="picohttp")
