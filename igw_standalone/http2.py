@@ -21,7 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from igw_io.channel import ClientDisconnected
 from igw_io.runtime import Runtime
-from igw_standalone.sockets import PEER_GONE
+from igw_standalone.streams import PEER_GONE
 
 log = logging.getLogger("igw.http2")
 

@@ -15,6 +15,9 @@ from typing import Any
 import anyio
 import anyio.abc
 
+#: What reading or writing raises once the client left, reset or closed the connection.
+PEER_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
 
 class TransportStream(anyio.abc.ByteStream):
     """The bytes of one transport as an anyio stream (single reader, single writer)."""
