@@ -248,3 +248,37 @@ def test_head_over_http2_is_get_without_the_body(gateway: RunningGateway) -> Non
     assert (head.status, head.content) == (200, b"")
     assert dict(head.headers)[b"content-length"] == str(len(get.content)).encode()
     assert (missing.status, missing.content) == (404, b"")
+
+
+# -- a client that stops reading -------------------------------------------------------------
+
+
+def test_a_client_that_stops_reading_is_cut_after_the_write_timeout(
+    gateway_factory: GatewayFactory, frontend: str, mock_openai: MockProvider
+) -> None:
+    if frontend != "standalone":
+        pytest.skip("the ASGI server owns its connection timeouts")
+    from tests.support.mock_provider import Reply
+
+    mock_openai.default_behaviour = Reply(content="x" * (24 * 1024 * 1024))
+    gateway = gateway_factory({"OPENAI_API_URL": mock_openai.base_url,
+                               "OPENAI_API_KEY": mock_openai.api_key,
+                               "SERVER_WRITE_TIMEOUT": "1s"})
+    body = json.dumps({"model": "openai/gpt-4o-mini",
+                       "messages": [{"role": "user", "content": "a lot"}]}).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(4)  # not reading: the gateway's writes stall, then it gives up
+        received = 0
+        while True:
+            try:
+                chunk = sock.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += len(chunk)
+    assert received < 24 * 1024 * 1024  # cut short, not delivered whole
+    assert httpcore.request("GET", gateway.url + "/health").status == 200
