@@ -3,7 +3,8 @@
 An :class:`Exchange` is fed :mod:`~igw_core.events` with :meth:`Exchange.receive`
 and answers with :mod:`~igw_core.effects` for the frontend to perform. It never
 touches a socket or a clock; what it may do next is the table
-:data:`TRANSITIONS`, and anything else raises :class:`LocalProtocolError`.
+:data:`TRANSITIONS` (at the end of the module, as it names the class's handlers), and
+anything else raises :class:`LocalProtocolError`.
 """
 
 from __future__ import annotations
@@ -113,25 +114,6 @@ class Flow(enum.Enum):
     OTHER = "other"
 
 
-#: (state, event type) -> name of the handler. Reading this table is reading
-#: the protocol; ClientGone is accepted in every state but DONE.
-TRANSITIONS: dict[State, dict[type[Event], str]] = {
-    State.IDLE: {RequestHead: "_on_head"},
-    State.AWAITING_KEYS: {KeysRefreshed: "_on_keys"},
-    State.READING_BODY: {RequestData: "_on_body_data", RequestEnd: "_on_body_end",
-                         RequestBodyFailed: "_on_body_failed"},
-    State.AWAITING_PROVIDER: {ProviderHead: "_on_provider_head", ProviderFailed: "_on_failed"},
-    State.RELAYING: {ProviderEnd: "_on_relay_end", ProviderFailed: "_on_relay_failed"},
-    State.READING_PROVIDER: {
-        ProviderData: "_on_provider_data",
-        ProviderEnd: "_on_provider_body_end",
-        ProviderFailed: "_on_failed",
-    },
-    State.COLLECTING: {ProviderResponse: "_on_collected", ProviderFailed: "_on_collected"},
-    State.AGENT: {ProviderHead: "_on_agent", ProviderData: "_on_agent", ProviderEnd: "_on_agent",
-                  ProviderFailed: "_on_agent", ToolResult: "_on_agent"},
-    State.DONE: {},
-}
 
 _STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 _MODEL_PREFIX = "/v1/models/"
@@ -215,14 +197,13 @@ class Exchange:
             if self.state is State.DONE:
                 return []
             return self._on_client_gone(event)
-        handler_name = TRANSITIONS[self.state].get(type(event))
-        if handler_name is None:
+        handler = TRANSITIONS[self.state].get(type(event))
+        if handler is None:
             raise LocalProtocolError(
                 f"{type(event).__name__} is not legal in state {self.state.value}"
             )
-        handler: Callable[[Any], list[Effect]] = getattr(self, handler_name)
         try:
-            effects = handler(event)
+            effects = handler(self, event)
         except GatewayError as error:
             effects = self._refuse(error, getattr(event, "now", self._started))
         if self._method == "HEAD":  # RFC 9110 §9.3.2: the head of the GET, no body
@@ -658,3 +639,27 @@ class Exchange:
 
     def _other_label(self) -> str:
         return "/health" if self._path == "/health" else "other"
+
+
+#: (state, event type) -> the handler. Reading this table is reading the protocol;
+#: ClientGone is accepted in every state but DONE.
+_Handler = Callable[[Exchange, Any], list[Effect]]
+_E = Exchange
+TRANSITIONS: dict[State, dict[type[Event], _Handler]] = {
+    State.IDLE: {RequestHead: _E._on_head},
+    State.AWAITING_KEYS: {KeysRefreshed: _E._on_keys},
+    State.READING_BODY: {RequestData: _E._on_body_data, RequestEnd: _E._on_body_end,
+                         RequestBodyFailed: _E._on_body_failed},
+    State.AWAITING_PROVIDER: {ProviderHead: _E._on_provider_head, ProviderFailed: _E._on_failed},
+    State.RELAYING: {ProviderEnd: _E._on_relay_end, ProviderFailed: _E._on_relay_failed},
+    State.READING_PROVIDER: {
+        ProviderData: _E._on_provider_data,
+        ProviderEnd: _E._on_provider_body_end,
+        ProviderFailed: _E._on_failed,
+    },
+    State.COLLECTING: {ProviderResponse: _E._on_collected, ProviderFailed: _E._on_collected},
+    State.AGENT: {ProviderHead: _E._on_agent, ProviderData: _E._on_agent,
+                  ProviderEnd: _E._on_agent, ProviderFailed: _E._on_agent,
+                  ToolResult: _E._on_agent},
+    State.DONE: {},
+}
