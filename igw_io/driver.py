@@ -376,7 +376,11 @@ def _asyncio_task() -> asyncio.Task[Any] | None:
 
 
 async def _watch(channel: ClientChannel, disconnected: Callable[[], None]) -> None:
-    await channel.wait_disconnect()
+    try:
+        await channel.wait_disconnect()
+    except Exception:  # the server's receive() failed: it cannot tell us, so do not guess
+        log.debug("disconnect watch ended", exc_info=True)
+        return
     disconnected()
 
 

@@ -213,7 +213,13 @@ class AccessLog:
 
     def _flush(self, handler: logging.StreamHandler[Any]) -> None:
         lines, self._pending = self._pending, []
-        self._write(handler, "".join(lines))
+        if lines:
+            self._write(handler, "".join(lines))
+
+    def flush(self) -> None:
+        """Write the lines still waiting for the end of the loop iteration (at shutdown)."""
+        if _own_handler is not None:
+            self._flush(_own_handler)
 
     @staticmethod
     def _write(handler: logging.StreamHandler[Any], text: str) -> None:

@@ -153,7 +153,8 @@ class Runtime:
             )
 
     async def aclose(self) -> None:
-        """Close the upstream pool."""
+        """Write the pending access lines; close the upstream pool, MCP sessions and OIDC."""
+        self._access.flush()
         await self.upstream.aclose()
         if self.mcp is not None:
             await self.mcp.aclose()
