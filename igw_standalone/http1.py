@@ -74,10 +74,10 @@ class HTTP1Connection(asyncio.Protocol):
         self.head: Head | None = None
         self.body_done = False
         self.continue_sent = False
-        self.started = False  # the response head went out
         self.complete = False  # the response's last byte went out
         self.chunked = False
-        self.held = b""
+        self.held = b""  # a sized response's head, sent with its first body bytes
+        self.preface = b""  # the first bytes, while they may still be an HTTP/2 preface
         self.on_gone: Callable[[], None] | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.writable: asyncio.Future[None] | None = None
@@ -174,19 +174,19 @@ class HTTP1Connection(asyncio.Protocol):
 
     def _maybe_h2(self, data: bytes) -> bool:
         """Hand a prior-knowledge HTTP/2 connection over; return whether it was one."""
-        held = self.held + data
-        if not PREFACE.startswith(held[: len(PREFACE)]):
-            if self.held:
-                self.held = b""
+        start = self.preface + data
+        if not PREFACE.startswith(start[: len(PREFACE)]):
+            if self.preface:
+                self.preface = b""
                 self.first = False
-                self.data_received(held)
+                self.data_received(start)
                 return True
             return False
-        if len(held) < len(PREFACE):
-            self.held = held  # wait for the rest of the preface
+        if len(start) < len(PREFACE):
+            self.preface = start  # wait for the rest of the preface
             return True
-        self.held = b""
-        self._start_h2(held)
+        self.preface = b""
+        self._start_h2(start)
         return True
 
     def _start_h2(self, initial: bytes) -> None:
@@ -210,7 +210,7 @@ class HTTP1Connection(asyncio.Protocol):
         assert isinstance(event, Head)
         self.queued = max(0, self.queued - len(event.target) - 64 * len(event.headers))
         self.head = event
-        self.body_done = self.continue_sent = self.started = self.complete = False
+        self.body_done = self.continue_sent = self.complete = False
         self.chunked = False
         self.task = self.loop.create_task(self._serve(event))
         self.task.add_done_callback(self._served)
@@ -400,7 +400,6 @@ class HTTP1Connection(asyncio.Protocol):
     async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         head = self.head
         assert head is not None
-        self.started = True
         close = self.closing or not head.keep_alive or self.server.shutting_down
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
         sized = False

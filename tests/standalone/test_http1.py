@@ -182,3 +182,33 @@ def test_queued_input_over_the_high_water_mark_pauses_reading(parser: str) -> No
         return paused
 
     assert asyncio.run(run())
+
+
+async def _first_bytes(pieces: list[bytes]) -> tuple[bytes, HTTP1Connection]:
+    server = Server(load_settings({"IGW_DEMO": "true"}))
+    connection = HTTP1Connection(server)
+    transport = FakeTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    for piece in pieces:
+        connection.data_received(piece)
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    written = b"".join(transport.written)
+    connection.connection_lost(None)
+    await asyncio.sleep(0.01)
+    return written, connection
+
+
+def test_an_http2_preface_split_over_reads_is_still_http2() -> None:
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    empty_settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    written, connection = asyncio.run(_first_bytes([preface[:5], preface[5:] + empty_settings]))
+    assert connection.h2_connection is not None
+    assert written[3:4] == b"\x04"  # the server's SETTINGS frame comes first
+
+
+def test_a_post_split_after_its_p_is_still_http1() -> None:
+    post = REQUESTS["chat"][0]
+    written, connection = asyncio.run(_first_bytes([post[:1], post[1:2], post[2:]]))
+    assert connection.h2_connection is None
+    assert written.startswith(b"HTTP/1.1 200 OK")
