@@ -7,6 +7,7 @@ first request instead.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -140,6 +141,11 @@ class GatewayApp:
             return
         try:
             async with self.lifespan():
+                # The server runs this app's own lifespan, so the app is the top of the
+                # process (a Starlette mount runs the parent's): what startup made is kept
+                # out of the cyclic GC, as the standalone server does. Measured under
+                # uvicorn, chat c64: +8% requests/s, p99 50 -> 30 ms.
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
                 while (await receive())["type"] != "lifespan.shutdown":
                     pass
