@@ -501,7 +501,7 @@ def load_settings(env: Mapping[str, str], *, demo: bool | None = None) -> Settin
 
 
 def startup_lines(settings: Settings) -> list[str]:
-    """Return the one-line-per-feature startup log of DESIGN §3.
+    """Return the startup log: one line per feature, then the providers.
 
     The lines are, in order: auth, mcp, vision, telemetry, ``providers with keys:``
     and, only when there are any, ``keyless providers:`` (keyless providers whose URL

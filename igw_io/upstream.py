@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Upstream", "UpstreamFailure", "UpstreamResponse", "lower_names"]
 
+
 def lower_names(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Return ``headers`` with lower-case names, as the core expects (DESIGN §1).
+    """Return ``headers`` with lower-case names: the core only ever sees lower case.
 
     httpcore keeps the case the server wrote (Go's net/http writes ``Content-Type``);
     every response from an outside server goes through this once, where it enters igw_io.

@@ -1,1 +1,2 @@
-"""The standalone server on anyio + h11: the ``igw`` command."""
+"""The standalone server on asyncio Protocols (httptools or h11, uvloop or asyncio):
+the ``igw`` command."""

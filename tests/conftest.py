@@ -3,7 +3,7 @@
 Every behavioural test takes ``gateway_factory`` and so runs twice: against the
 standalone server (``python -m igw_standalone``) and against the ASGI app under
 uvicorn (``python -m uvicorn igw_asgi:app``), each started as a real process
-configured only by environment variables, as DESIGN §2 says.
+configured only by environment variables, as operators start them.
 """
 
 from __future__ import annotations

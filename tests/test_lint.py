@@ -1,4 +1,4 @@
-"""The packages stay ruff-clean and mypy-clean (STYLE.md): checked on every CI run."""
+"""The packages stay ruff-clean and mypy-clean (the project's style): checked on every CI run."""
 
 from __future__ import annotations
 

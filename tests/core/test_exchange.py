@@ -1,5 +1,5 @@
 """The Exchange state machine: driven through random legal event orders by a hypothesis
-state machine that plays the frontend, plus one example test per DESIGN §4 promise."""
+state machine that plays the frontend, plus one example test per promise of the HTTP surface."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ CONFIGURED = ("openai", "anthropic", "groq", "mistral")  # in the provider table
 FRESH_ID = "fresh-request-id-0001"
 CLIENT_TOKEN = b"Bearer client-token-must-not-travel"
 
-#: Statuses the gateway itself answers with (DESIGN §4); anything else must be upstream's.
+#: Statuses the gateway itself answers with; anything else must be upstream's.
 OWN_STATUSES = {200, 400, 403, 404, 405, 413, 502, 504}
 AUTH_HEADER = {
     "openai": (b"authorization", b"Bearer " + OPENAI_KEY.encode()),
@@ -214,7 +214,7 @@ invalid_ids = st.sampled_from(["", "has space", "x" * 129, "tab\tid", "ünïcode
 
 @dataclass
 class Scenario:
-    """One client request and what DESIGN §4 says must become of it."""
+    """One client request and what the HTTP surface says must become of it."""
 
     kind: str  # chat | proxy | models | fixed
     method: str
@@ -832,7 +832,7 @@ ExchangeMachine.TestCase.settings = settings(
 TestExchangeMachine = ExchangeMachine.TestCase
 
 
-# --- examples: one per promise of DESIGN §4 ------------------------------------------------
+# --- examples: one per promise of the HTTP surface-------------------------------------------
 
 OK_CHAT = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -1050,7 +1050,7 @@ def test_models_from_several_providers_survive_one_failing() -> None:
     assert [m["id"] for m in res.json()["data"]] == ["openai/m1", "mistral/m1"]
 
 
-# --- bugs in files this suite may not change: each pins the behaviour DESIGN asks for ------
+# --- bugs in files this suite may not change: each pins the behaviour the contract asks for
 
 
 def test_proxy_response_carries_exactly_one_request_id() -> None:

@@ -1,5 +1,5 @@
 """Properties of igw_core.vision: the fast byte test never hides an image, and the gate decides
-as DESIGN §4 says (images refused unless ENABLE_VISION=true; text-only models refused)."""
+as the gateway promises (images refused unless ENABLE_VISION=true; text-only models refused)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from igw_core.vision import carries_image, check_vision, may_carry_image, model_
 
 FAST = settings(max_examples=100, deadline=None)
 
-# --- the reference decision, written from DESIGN §4 and the OpenAI/Anthropic/Responses formats --
+# --- the reference decision, from the vision promise and the OpenAI/Anthropic/Responses formats
 
 IMAGE_PART_TYPES = {"image_url", "image", "input_image"}
 
