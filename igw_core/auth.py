@@ -87,7 +87,8 @@ ALLOWED_ALGORITHMS: Mapping[str, tuple[str, frozenset[str] | None]] = {
     "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
 }
 
-_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
+#: Each key type and an algorithm whose pyjwt class parses its JWKs.
+_KEY_ALGORITHM = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
 
 
 @cache
@@ -101,8 +102,8 @@ def _verifiers() -> dict[str, Algorithm]:
 
 
 def _key_parser(kty: str) -> type[Algorithm]:
-    verifiers = _verifiers()
-    return type(verifiers[{"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}[kty]])
+    return type(_verifiers()[_KEY_ALGORITHM[kty]])
+
 
 #: Longest Authorization value looked at; real access tokens are a few KiB.
 MAX_TOKEN_BYTES = 16 * 1024
@@ -173,7 +174,7 @@ def _parse_jwk(jwk: object) -> VerificationKey | str:
         return f"key {name}: use {_show(use)} is not 'sig'"
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
         return f"key {name}: key_ops {_show(ops)} lacks 'verify'"
-    if not isinstance(kty, str) or kty not in _KEY_TYPES:
+    if not isinstance(kty, str) or kty not in _KEY_ALGORITHM:
         return f"key {name}: unsupported kty {_show(kty)}"
     if crv is not None and not isinstance(crv, str):
         return f"key {name}: crv is not a string"

@@ -114,7 +114,6 @@ class Flow(enum.Enum):
     OTHER = "other"
 
 
-
 _STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 _MODEL_PREFIX = "/v1/models/"
 _DROP_FROM_UPSTREAM = frozenset({b"set-cookie", b"x-request-id", b"content-encoding"})
@@ -223,8 +222,8 @@ class Exchange:
         if hdrs.get(head.headers, b"transfer-encoding") is not None and (
             hdrs.get(head.headers, b"content-length") is not None
         ):
-            # RFC 9112 §6.1: ambiguous framing, the classic request-smuggling vector.
-            # RFC 9112 §6.1: the server must close the connection after refusing it.
+            # RFC 9112 §6.1: ambiguous framing, the classic request-smuggling vector; the
+            # server must close the connection after refusing it.
             raise BadRequest("request has both Content-Length and Transfer-Encoding",
                              code="ambiguous_framing", headers=_CLOSE)
         if head.path == "/health":

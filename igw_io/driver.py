@@ -107,10 +107,9 @@ class _Run:
             if self.watch is not None and kind in _CALLS:
                 self.watch()
                 self.watch = None
-            if kind in _PARALLEL and (kind is CallTool or effect.buffer):  # type: ignore[attr-defined]
+            if _in_parallel(effect):
                 batch = [effect]
-                while effects and type(effects[0]) in _PARALLEL and (
-                        type(effects[0]) is CallTool or effects[0].buffer):  # type: ignore[attr-defined]
+                while effects and _in_parallel(effects[0]):
                     batch.append(effects.popleft())
                 async with anyio.create_task_group() as tg:
                     for call in batch:
@@ -252,8 +251,12 @@ _PERFORM: dict[type[Effect], Callable[[_Run, Any], Awaitable[None]]] = {
     Report: _Run.report,
     Abort: _Run.abort,
 }
-_PARALLEL = frozenset({CallProvider, CallTool})
 _CALLS = frozenset({CallProvider, CallTool})
+
+
+def _in_parallel(effect: Effect) -> bool:
+    """Whether ``effect`` runs beside the others the exchange asked for with it."""
+    return isinstance(effect, CallTool) or (isinstance(effect, CallProvider) and effect.buffer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +328,7 @@ async def _drive(run: _Run, head: RequestHead) -> ExchangeRecord:
             # On asyncio the serving task is cancelled directly (no cancel scope): by the
             # channel when it learns of the disconnect itself, else by a watcher task
             # that reads for it (ASGI), started before the first provider call.
-            cancel = _canceller(run, task)
+            cancel = _disconnecter(run, task.cancel)
             watcher: asyncio.Task[None] | None = None
             if not channel.on_disconnect(cancel):
 
@@ -349,7 +352,7 @@ async def _drive(run: _Run, head: RequestHead) -> ExchangeRecord:
         else:
             with anyio.CancelScope() as scope:
                 try:
-                    await _run_watched(run, channel, _scope_canceller(run, scope))
+                    await _run_watched(run, channel, _disconnecter(run, scope.cancel))
                 except ClientDisconnected:
                     run.gone = True
     finally:
@@ -384,18 +387,12 @@ async def _watch(channel: ClientChannel, disconnected: Callable[[], None]) -> No
     disconnected()
 
 
-def _canceller(run: _Run, task: asyncio.Task[Any]) -> Callable[[], None]:
+def _disconnecter(run: _Run, cancel: Callable[[], object]) -> Callable[[], None]:
+    """Return what to call when the client leaves: mark the run gone, then ``cancel`` it."""
+
     def disconnected() -> None:
         run.gone = True
-        task.cancel()
-
-    return disconnected
-
-
-def _scope_canceller(run: _Run, scope: anyio.CancelScope) -> Callable[[], None]:
-    def disconnected() -> None:
-        run.gone = True
-        scope.cancel()
+        cancel()
 
     return disconnected
 
@@ -405,12 +402,8 @@ async def _run_watched(run: _Run, channel: ClientChannel, disconnected: Callable
     """:meth:`_Run.run` with a task that reads for the disconnect, once calls begin."""
     async with anyio.create_task_group() as tg:
 
-        async def watch() -> None:
-            await channel.wait_disconnect()
-            disconnected()
-
         def start_watching() -> None:
-            tg.start_soon(watch)
+            tg.start_soon(_watch, channel, disconnected)
 
         run.watch = start_watching
         await run.run()

@@ -220,11 +220,9 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Close the connection at once; a waiting task sees the exchange as failed."""
         if self.phase is _WAITING or self.phase is _BODY:
-            self._failure = UpstreamFailure(
-                FailureReason.RESET if self.phase is _BODY else FailureReason.UNREACHABLE,
-                "the exchange was abandoned")
-            self.phase = _FAILED
-        elif self.phase is not _FAILED:
+            self._interrupt("the exchange was abandoned")
+            return
+        if self.phase is not _FAILED:
             self.phase = _CLOSED
         if self.transport is not None:
             self.transport.abort()
@@ -253,9 +251,16 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
-        if phase is not _WAITING and phase is not _BODY:
-            return
-        reason = FailureReason.RESET if phase is _BODY else FailureReason.UNREACHABLE
+        if phase is _WAITING or phase is _BODY:
+            self._interrupt(detail)
+
+    def _interrupt(self, detail: str) -> None:
+        """Fail the exchange under way: unreachable before the head, reset after it."""
+        self._fail(FailureReason.RESET if self.phase is _BODY else FailureReason.UNREACHABLE,
+                   detail)
+
+    def _fail(self, reason: FailureReason, detail: str) -> None:
+        """End the exchange with ``reason``, drop the connection and wake the waiting task."""
         self._failure = UpstreamFailure(reason, detail)
         self.phase = _FAILED
         if self.transport is not None:
@@ -288,11 +293,7 @@ class _Connection(asyncio.Protocol):
         if self._loop.time() < deadline:
             self._timer = self._loop.call_at(deadline, self._on_timer)
             return
-        self._failure = UpstreamFailure(FailureReason.TIMEOUT, detail)
-        self.phase = _FAILED
-        if self.transport is not None:
-            self.transport.abort()
-        self._wake()
+        self._fail(FailureReason.TIMEOUT, detail)
 
     def _resume_reading(self) -> None:
         self._reading_paused = False

@@ -172,6 +172,7 @@ class AccessLog:
 
     def __init__(self) -> None:
         self._logger = logging.getLogger("igw.access")
+        self._parent = logging.getLogger("igw")  # getLogger takes a lock: not per request
         self._second = -1
         self._stamp = ""
         self._pending: list[str] = []
@@ -184,7 +185,7 @@ class AccessLog:
         handler = _own_handler
         if (handler is None or logger.handlers or logger.filters
                 or not isinstance(handler.formatter, JsonFormatter)
-                or handler not in logging.getLogger("igw").handlers):
+                or handler not in self._parent.handlers):
             logger.info("request", extra=fields)
             return
         now = time.time()

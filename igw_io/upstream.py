@@ -19,8 +19,7 @@ from sniffio import current_async_library
 from igw_core.config import Settings
 from igw_core.demo import demo_response
 from igw_core.effects import CallProvider
-from igw_core.events import FailureReason
-from igw_io.h1client import H1Client, UpstreamFailure
+from igw_io.h1client import H1Client, UpstreamFailure, read_limited
 from igw_io.response_parsers import resolve_parser
 
 if TYPE_CHECKING:
@@ -88,10 +87,7 @@ class _DemoResponse:
         Raises:
             UpstreamFailure: it is over ``limit`` bytes.
         """
-        body = b"".join(self._chunks)
-        if len(body) > limit:
-            raise UpstreamFailure(FailureReason.TOO_LARGE, f"response over {limit} bytes")
-        return body
+        return await read_limited(self.chunks(), limit)
 
     async def aclose(self) -> None:
         """Nothing to release."""

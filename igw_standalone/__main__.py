@@ -10,13 +10,12 @@ import os
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
-from importlib.metadata import version
 
 from igw_core.config import ConfigError, ConfigProblem, Settings, load_settings
 from igw_core.providers import PROVIDER_SPECS
 from igw_io.logs import configure_logging, secrets_of
 from igw_io.response_parsers import resolve_parser
-from igw_standalone.server import Engine, Server, resolve_loop, run
+from igw_standalone.server import Engine, Server, package_version, resolve_loop, run
 from igw_standalone.tls import CERT_VARIABLE, KEY_VARIABLE, tls_problems
 
 EXIT_CONFIG = 2
@@ -58,7 +57,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="igw", description="igw: an OpenAI-compatible LLM inference gateway.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"igw {version('igw')}")
+    parser.add_argument("--version", action="version", version=f"igw {package_version()}")
     parser.add_argument("--host",
                         help="listen address (default: SERVER_HOST, else 127.0.0.1)")
     parser.add_argument("--port", type=int,

@@ -61,7 +61,9 @@ class HTTP1Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser: RequestParser = server.parser_factory()
         self.events: deque[ParserEvent] = deque()
-        self.queued = 0  # bytes in ``events``
+        # Bytes received since the queue was last empty (heads included), less the body
+        # bytes taken from it since: what reading pauses on.
+        self.queued = 0
         self.h2: TransportStream | None = None
         self.first = True
         self.lost = False
@@ -208,7 +210,6 @@ class HTTP1Connection(asyncio.Protocol):
             self._refuse(event)
             return
         assert isinstance(event, Head)
-        self.queued = max(0, self.queued - len(event.target) - 64 * len(event.headers))
         self.head = event
         self.body_done = self.continue_sent = self.complete = False
         self.chunked = False
@@ -252,19 +253,18 @@ class HTTP1Connection(asyncio.Protocol):
         else:
             self._arm(self.idle_timeout, self._expire_idle)
 
-    def _skip_body(self) -> bool:
-        """Drop the unread rest of a body already received; return whether it ended."""
+    def _skip_body(self) -> None:
+        """Drop the unread rest of a body already received (``body_done`` once it ended)."""
         events = self.events
         while events:
             event = events.popleft()
             if event is END:
                 self.body_done = True
-                return True
+                return
             if isinstance(event, bytes):
                 self.queued -= len(event)
             else:
-                return False
-        return False
+                return
 
     def _refuse(self, failure: Failure) -> None:
         """Answer bytes that are not acceptable HTTP and close."""

@@ -30,7 +30,8 @@ _BACKLOG = 2048
 _GC_YOUNG = 10_000
 
 
-def _version() -> str:
+def package_version() -> str:
+    """Return igw's installed version (``unknown`` in a checkout never installed)."""
     try:
         return version("igw")
     except PackageNotFoundError:  # running from a checkout that was never installed
@@ -131,7 +132,7 @@ class Server:
                 url = f"{scheme}://{settings.server_host}:{self.port}"
                 # Through the logger, so a production process writes only JSON lines.
                 log.info(f"igw listening on {url}",
-                         extra={"url": url, "version": _version(), "pid": os.getpid()})
+                         extra={"url": url, "version": package_version(), "pid": os.getpid()})
                 tasks.start_soon(self._watch_signals)
                 if ready is not None:
                     ready(self)

@@ -101,11 +101,16 @@ def _responses(raw: bytes, methods: list[bytes]) -> list[tuple[int, bytes]]:
     return out
 
 
-async def _serve(parser: str, pieces: list[bytes], count: int) -> tuple[bytes, FakeTransport]:
-    server = Server(load_settings({"IGW_DEMO": "true"}), http=parser)
-    connection = HTTP1Connection(server)
+def _connect(parser: str = "auto") -> tuple[HTTP1Connection, FakeTransport]:
+    """A connection of a demo gateway's server on a fake transport (in a running loop)."""
+    connection = HTTP1Connection(Server(load_settings({"IGW_DEMO": "true"}), http=parser))
     transport = FakeTransport()
     connection.connection_made(transport)  # type: ignore[arg-type]
+    return connection, transport
+
+
+async def _serve(parser: str, pieces: list[bytes], count: int) -> tuple[bytes, FakeTransport]:
+    connection, transport = _connect(parser)
     for piece in pieces:
         connection.data_received(piece)
         await asyncio.sleep(0)
@@ -167,10 +172,7 @@ def test_malformed_bytes_after_a_good_request_get_one_400_and_a_close(parser: st
 @pytest.mark.parametrize("parser", ["httptools", "h11"])
 def test_queued_input_over_the_high_water_mark_pauses_reading(parser: str) -> None:
     async def run() -> bool:
-        server = Server(load_settings({"IGW_DEMO": "true"}), http=parser)
-        connection = HTTP1Connection(server)
-        transport = FakeTransport()
-        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection, transport = _connect(parser)
         # A body the core has not asked for yet: it piles up, reading pauses.
         connection.data_received(b"POST /proxy/demo/x HTTP/1.1\r\nHost: x\r\n"
                                  b"Content-Length: 3000000\r\n\r\n")
@@ -185,10 +187,7 @@ def test_queued_input_over_the_high_water_mark_pauses_reading(parser: str) -> No
 
 
 async def _first_bytes(pieces: list[bytes]) -> tuple[bytes, HTTP1Connection]:
-    server = Server(load_settings({"IGW_DEMO": "true"}))
-    connection = HTTP1Connection(server)
-    transport = FakeTransport()
-    connection.connection_made(transport)  # type: ignore[arg-type]
+    connection, transport = _connect()
     for piece in pieces:
         connection.data_received(piece)
         await asyncio.sleep(0.01)
