@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from igw_core.effects import Effect, SendData, SendEnd, SendHead
@@ -35,11 +37,16 @@ def json_response(
     return [SendHead(status, headers), SendData(body), SendEnd()]
 
 
-def error_response(error: GatewayError, request_id: str) -> list[Effect]:
-    """Return the effects that answer ``error`` in the OpenAI error shape."""
+def refusal_body(error: GatewayError) -> bytes:
+    """Return the OpenAI-shaped body of the gateway's own refusal ``error``."""
+    return error_body(error.message, error.type, error.code)
+
+
+def error_response(error: GatewayError, request_id: str,
+                   body: Callable[[GatewayError], bytes] = refusal_body) -> list[Effect]:
+    """Return the effects that answer ``error``, its body shaped by ``body``."""
     extra = tuple((k.lower().encode(), v.encode()) for k, v in error.headers)
-    body = error_body(error.message, error.type, error.code)
-    return json_response(error.status, body, request_id, extra)
+    return json_response(error.status, body(error), request_id, extra)
 
 
 def upstream_error_body(
@@ -77,3 +84,21 @@ def _client_error_body(status: int, body: bytes, provider: str) -> bytes:
     if len(message) > 2000:
         message = message[:2000] + "..."
     return error_body(f"{provider}: {message}", "upstream_error", str(status))
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorShape:
+    """How an endpoint's clients expect errors: the gateway's own, and a provider's.
+
+    Fields:
+        refusal: the body of a refusal by the gateway.
+        upstream: ``(status, body, provider, secrets)`` -> the body that passes a
+            provider's error on (secrets scrubbed).
+    """
+
+    refusal: Callable[[GatewayError], bytes]
+    upstream: Callable[[int, bytes, str, tuple[str, ...]], bytes]
+
+
+#: OpenAI's error shape, which OpenAI SDKs show: ``{"error": {message, type, code}}``.
+OPENAI_ERRORS = ErrorShape(refusal_body, upstream_error_body)

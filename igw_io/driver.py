@@ -45,7 +45,8 @@ from igw_core.events import (
     RequestHead,
     ToolResult,
 )
-from igw_core.exchange import MAX_BUFFERED_RESPONSE, Exchange
+from igw_core.exchange import Exchange
+from igw_core.flows.relay import MAX_BUFFERED_RESPONSE
 from igw_core.gateway import Gateway
 from igw_core.mcp.catalog import EMPTY
 from igw_core.report import ExchangeRecord
@@ -78,7 +79,6 @@ class _Run:
         self.responses: dict[int, UpstreamResponse] = {}
         self.record: ExchangeRecord | None = None
         self.gone = False
-        self.head_sent = False
         #: When the relayed body's first bytes went to the client.
         self.first_data_at: float | None = None
         #: Starts watching for the client's disconnect (channels that cannot tell by
@@ -121,7 +121,6 @@ class _Run:
         await self.channel.send_data(effect.data)
 
     async def send_head(self, effect: SendHead) -> None:
-        self.head_sent = True
         await self.channel.send_head(effect.status, list(effect.headers))
 
     async def send_end(self, effect: SendEnd) -> None:
@@ -297,7 +296,7 @@ async def serve(services: Services, channel: ClientChannel, head: RequestHead) -
     except Exception:
         log.exception("unhandled error serving request")
         try:
-            if run.head_sent:
+            if exchange.head_sent:
                 await channel.abort()
             else:
                 body = error_body("internal gateway error", "server_error", "internal_error")

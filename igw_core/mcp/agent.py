@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from igw_core import headers as hdrs
 from igw_core.effects import (
@@ -21,10 +22,9 @@ from igw_core.effects import (
     SendEnd,
     SendHead,
 )
-from igw_core.errors import LocalProtocolError, UpstreamTimeout, UpstreamUnreachable
+from igw_core.errors import LocalProtocolError, UpstreamUnreachable
 from igw_core.events import (
     Event,
-    FailureReason,
     Headers,
     ProviderData,
     ProviderEnd,
@@ -32,6 +32,7 @@ from igw_core.events import (
     ProviderHead,
     ToolResult,
 )
+from igw_core.flows.base import Flow, provider_failure
 from igw_core.mcp.loop import (
     AgentLoop,
     CallModel,
@@ -41,11 +42,13 @@ from igw_core.mcp.loop import (
     ToolInvocation,
     stream_of_completion,
 )
-from igw_core.providers import Provider
-from igw_core.redact import scrub
-from igw_core.report import ToolCallFact, Usage
+from igw_core.report import ToolCallFact
 from igw_core.responses import error_body, json_response, upstream_error_body
 from igw_core.sse import DONE, encode_data
+
+if TYPE_CHECKING:
+    from igw_core.exchange import Exchange
+    from igw_core.providers import Provider
 
 __all__ = ["AgentRun", "Phase"]
 
@@ -58,7 +61,6 @@ MAX_BODY = 8 * 1024 * 1024
 class Phase(enum.Enum):
     """Where an agent run is."""
 
-    IDLE = "idle"  # start() not called yet
     PROVIDER = "provider"  # CallProvider emitted, waiting for its head
     READING = "reading"  # ReadProviderBody emitted for a 2xx answer
     READING_ERROR = "reading_error"  # ReadProviderBody emitted for an error answer
@@ -66,60 +68,42 @@ class Phase(enum.Enum):
     DONE = "done"  # the client has its answer
 
 
-#: The events each phase accepts; anything else raises LocalProtocolError.
-ACCEPTS: dict[Phase, frozenset[type[Event]]] = {
-    Phase.IDLE: frozenset(),
-    Phase.PROVIDER: frozenset({ProviderHead, ProviderFailed}),
-    Phase.READING: frozenset({ProviderData, ProviderEnd, ProviderFailed}),
-    Phase.READING_ERROR: frozenset({ProviderData, ProviderEnd, ProviderFailed}),
-    Phase.TOOLS: frozenset({ToolResult}),
-    Phase.DONE: frozenset(),
-}
+class ErrorHead:
+    """Table key: a provider head with a non-2xx status."""
+
 
 _STREAM_HEAD = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no"))
 
 
-class AgentRun:
+class AgentRun(Flow):
     """One chat request through the agent loop, as exchange effects.
 
     Args:
+        exchange: the exchange this serves (its request id, secrets and "head sent").
         loop: the request's loop (not started).
         provider: where the model is.
         url: the provider's chat-completions URL.
         headers: the provider request headers (credentials included).
-        request_id: sent back as ``X-Request-Id``.
-        secrets: scrubbed from any error text shown to the client.
 
-    After :meth:`start`, feed every provider and tool event with :meth:`receive` and
-    perform the effects returned until :attr:`finished`; then :attr:`status`,
-    :attr:`usage`, :attr:`error` and :attr:`tool_calls` describe what happened.
+    Call :meth:`start` once, then feed every provider and tool event with
+    :meth:`receive` until :attr:`finished`.
     """
 
+    DONE = Phase.DONE
+
     def __init__(
-        self,
-        loop: AgentLoop,
-        provider: Provider,
-        url: str,
+        self, exchange: Exchange, loop: AgentLoop, provider: Provider, url: str,
         headers: Headers,
-        request_id: str,
-        secrets: tuple[str, ...] = (),
     ) -> None:
+        super().__init__(exchange, Phase.PROVIDER)
         self.loop = loop
-        self.phase = Phase.IDLE
         self.provider = provider
+        self.upstream = provider
         self.url = url
         self.headers = headers
-        self.request_id = request_id
-        self.secrets = secrets
-        #: The status the client got (or will get).
-        self.status = 0
-        #: Whether the client's response head went out.
-        self.head_sent = False
-        #: A short reason when the request did not end well, else ``""``.
-        self.error = ""
-        #: Every MCP tool call executed, in the order the results came.
-        self.tool_calls: list[ToolCallFact] = []
+        self.streamed = loop.stream
+        self.calls: list[ToolCallFact] = []
         self._round = 0
         self._next_tool = 0
         self._tools: dict[int, tuple[ToolInvocation, float]] = {}
@@ -127,61 +111,31 @@ class AgentRun:
         self._size = 0
         self._now = 0.0
         self._json_answer = False  # a streaming request answered with one JSON body
-        self._error_status = 0
         self._error_headers: tuple[tuple[bytes, bytes], ...] = ()
 
-    @property
-    def finished(self) -> bool:
-        """Whether the client has its whole answer."""
-        return self.phase is Phase.DONE
-
-    @property
-    def streamed(self) -> bool:
-        """Whether the client gets an event stream."""
-        return self.loop.stream
-
-    @property
-    def usage(self) -> Usage | None:
-        """Token usage summed over every provider call."""
-        return self.loop.usage
-
     def start(self, now: float) -> list[Effect]:
-        """Return the effects of the first provider call.
-
-        Raises:
-            LocalProtocolError: already started.
-        """
-        if self.phase is not Phase.IDLE:
-            raise LocalProtocolError(f"agent run already {self.phase.value}")
+        """Return the effects of the first provider call."""
         self._now = now
         return self._apply(self.loop.start())
 
-    def receive(self, event: Event) -> list[Effect]:
-        """Feed one provider or tool event; return the effects to perform.
+    def kind(self, event: Event) -> type:
+        """Check that a provider event is for the current round; split error heads off.
 
         Raises:
-            LocalProtocolError: the event is not legal in the current phase, or names a
-                call that is not outstanding.
-            UpstreamTimeout, UpstreamUnreachable: the provider failed before the
-                client's response head went out (the exchange answers 504/502).
+            LocalProtocolError: a provider event for a call that is not outstanding.
         """
-        if type(event) not in ACCEPTS[self.phase]:
-            raise LocalProtocolError(
-                f"{type(event).__name__} is not legal in agent phase {self.phase.value}")
-        if isinstance(event, ToolResult):
-            return self._on_tool_result(event)
-        if isinstance(event, ProviderHead | ProviderData | ProviderEnd | ProviderFailed) and (
-            event.call != self._round
-        ):
-            raise LocalProtocolError(f"provider call {event.call} is not outstanding")
-        if isinstance(event, ProviderHead):
-            return self._on_head(event)
-        if isinstance(event, ProviderData):
-            return self._on_data(event)
-        if isinstance(event, ProviderEnd):
-            return self._on_end(event)
-        assert isinstance(event, ProviderFailed)
-        return self._on_failed(event)
+        kind = type(event)
+        if kind in _PROVIDER_EVENTS:
+            if event.call != self._round:  # type: ignore[attr-defined]
+                raise LocalProtocolError(f"provider call {event.call} is not outstanding")  # type: ignore[attr-defined]
+            if kind is ProviderHead and not 200 <= event.status < 300:  # type: ignore[attr-defined]
+                return ErrorHead
+        return kind
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The provider keys, scrubbed from any error text shown to the client."""
+        return self.exchange.gateway.secrets
 
     # -- provider ------------------------------------------------------------------------
 
@@ -190,26 +144,30 @@ class AgentRun:
         self._body = []
         self._size = 0
         effects: list[Effect] = []
-        if not 200 <= event.status < 300:
-            self._error_status = event.status
-            self._error_headers = hdrs.backoff_headers(event.headers)
-            self.phase = Phase.READING_ERROR
-            return [ReadProviderBody(event.call)]
-        if self.loop.stream and not self.head_sent:
-            self.head_sent = True
+        if self.loop.stream and not self.exchange.head_sent:
             self.status = 200
             effects.append(SendHead(200, [*_STREAM_HEAD,
-                                          (b"x-request-id", self.request_id.encode())]))
+                                          (b"x-request-id", self.exchange.request_id.encode())]))
         content_type = hdrs.get(event.headers, b"content-type") or b""
         self._json_answer = self.loop.stream and not content_type.startswith(b"text/event-stream")
-        self.phase = Phase.READING
         effects.append(ReadProviderBody(event.call))
         return effects
 
+    def _on_error_head(self, event: ProviderHead) -> list[Effect]:
+        self._now = event.now
+        self._body = []
+        self._size = 0
+        self._error_status = event.status
+        self._error_headers = hdrs.backoff_headers(event.headers)
+        return [ReadProviderBody(event.call)]
+
     def _on_data(self, event: ProviderData) -> list[Effect]:
-        if self.phase is Phase.READING and self.loop.stream and not self._json_answer:
+        if self.loop.stream and not self._json_answer:
             out = self.loop.receive_chunk(event.data)
             return [SendData(out)] if out else []
+        return self._keep(event)
+
+    def _keep(self, event: ProviderData) -> list[Effect]:
         self._size += len(event.data)
         if self._size <= MAX_BODY:
             self._body.append(event.data)
@@ -219,8 +177,6 @@ class AgentRun:
         self._now = event.now
         body = b"".join(self._body)
         self._body = []
-        if self.phase is Phase.READING_ERROR:
-            return self._upstream_error(self._error_status, body)
         if self.loop.stream:
             sent = b""
             if self._json_answer:
@@ -229,36 +185,35 @@ class AgentRun:
             sent += out
             return [*([SendData(sent)] if sent else []), *self._apply(decision)]
         if self._size > MAX_BODY:
-            self.phase = Phase.DONE
             raise UpstreamUnreachable(
-                f"upstream {self.provider.id} response over {MAX_BODY} bytes")
+                f"upstream {self.upstream.id} response over {MAX_BODY} bytes")
         return self._apply(self.loop.receive_completion(body))
+
+    def _on_error_end(self, event: ProviderEnd) -> list[Effect]:
+        self._now = event.now
+        body = b"".join(self._body)
+        self._body = []
+        status = self._error_status
+        self.usage = self.loop.usage
+        out = upstream_error_body(status, body, self.upstream.id, self.secrets)
+        if self.exchange.head_sent:
+            return self._fail_late(out, f"upstream status {status}")
+        self.status = status
+        self.error = f"upstream status {status}"
+        return json_response(status, out, self.exchange.request_id, self._error_headers)
 
     def _on_failed(self, event: ProviderFailed) -> list[Effect]:
         self._now = event.now
-        detail = scrub(event.detail, self.secrets)
-        timeout = event.reason is FailureReason.TIMEOUT
-        message = (f"upstream {self.provider.id} timed out: {detail}" if timeout
-                   else f"upstream {self.provider.id} unreachable: {detail}")
-        if not self.head_sent:
-            self.phase = Phase.DONE
-            raise UpstreamTimeout(message) if timeout else UpstreamUnreachable(message)
-        code = "upstream_timeout" if timeout else "upstream_unreachable"
-        return self._fail_late(error_body(message, "upstream_error", code), message)
-
-    def _upstream_error(self, status: int, body: bytes) -> list[Effect]:
-        out = upstream_error_body(status, body, self.provider.id, self.secrets)
-        if self.head_sent:
-            return self._fail_late(out, f"upstream status {status}")
-        self.phase = Phase.DONE
-        self.status = status
-        self.error = f"upstream status {status}"
-        return json_response(status, out, self.request_id, self._error_headers)
+        error = provider_failure(self.upstream.id, event, self.secrets)
+        if not self.exchange.head_sent:
+            raise error
+        return self._fail_late(error_body(error.message, "upstream_error", error.code),
+                               error.message)
 
     def _fail_late(self, payload: bytes, reason: str) -> list[Effect]:
         """End a stream whose head is out: an error event the SDKs raise, then [DONE]."""
-        self.phase = Phase.DONE
         self.error = reason
+        self.usage = self.loop.usage
         # Line breaks outside JSON strings are whitespace; inside they are always escaped.
         line = payload.replace(b"\r", b"").replace(b"\n", b"")
         return [SendData(encode_data(line) + DONE), SendEnd()]
@@ -271,38 +226,66 @@ class AgentRun:
             raise LocalProtocolError(f"tool call {event.call} is not outstanding")
         invocation, started = entry
         self._now = event.now
-        self.tool_calls.append(ToolCallFact(invocation.tool, event.ok, event.now - started))
+        self.calls.append(ToolCallFact(invocation.tool, event.ok, event.now - started))
+        self.tool_calls = tuple(self.calls)
         decision = self.loop.receive_tool_result(invocation.id, event.ok, event.content)
         return [] if decision is None else self._apply(decision)
 
-    # -- decisions -----------------------------------------------------------------------
+    # -- decisions: the loop's decision names the next phase -----------------------------
 
     def _apply(self, decision: Decision) -> list[Effect]:
-        if isinstance(decision, CallModel):
-            self._round = decision.round
-            self.phase = Phase.PROVIDER
-            return [CallProvider(decision.round, self.provider.id, "POST", self.url,
-                                 self.headers, decision.body)]
-        if isinstance(decision, CallTools):
-            self.phase = Phase.TOOLS
-            effects: list[Effect] = []
-            for invocation in decision.calls:
-                self._next_tool += 1
-                self._tools[self._next_tool] = (invocation, self._now)
-                effects.append(CallTool(self._next_tool, invocation.server, invocation.tool,
-                                        invocation.arguments))
-            return effects
-        return self._finish(decision)
+        handler, phase = _DECISIONS[type(decision)]
+        effects = handler(self, decision)
+        self.state = phase
+        return effects
+
+    def _call_model(self, decision: CallModel) -> list[Effect]:
+        self._round = decision.round
+        return [CallProvider(decision.round, self.upstream.id, "POST", self.url,
+                             self.headers, decision.body)]
+
+    def _call_tools(self, decision: CallTools) -> list[Effect]:
+        effects: list[Effect] = []
+        for invocation in decision.calls:
+            self._next_tool += 1
+            self._tools[self._next_tool] = (invocation, self._now)
+            effects.append(CallTool(self._next_tool, invocation.server, invocation.tool,
+                                    invocation.arguments))
+        return effects
 
     def _finish(self, decision: Finish) -> list[Effect]:
-        self.phase = Phase.DONE
+        self.usage = self.loop.usage
         if decision.limit_reached:
             log.warning("mcp round limit reached",
-                        extra=_fields(self.request_id, rounds=decision.rounds))
+                        extra=_fields(self.exchange.request_id, rounds=decision.rounds))
         if self.loop.stream:
             return [SendData(decision.body), SendEnd()]
         self.status = 200
-        return json_response(200, decision.body, self.request_id)
+        return json_response(200, decision.body, self.exchange.request_id)
+
+
+_PROVIDER_EVENTS = frozenset({ProviderHead, ProviderData, ProviderEnd, ProviderFailed})
+
+_A = AgentRun
+_DECISIONS: dict[type, tuple[Callable[[Any, Any], list[Effect]], Phase]] = {
+    CallModel: (_A._call_model, Phase.PROVIDER),
+    CallTools: (_A._call_tools, Phase.TOOLS),
+    Finish: (_A._finish, Phase.DONE),
+}
+#: ``(phase, event kind) -> (handler, next phase)``; ``None``: the loop's decision
+#: names the next phase (see ``_DECISIONS``).
+AgentRun.TABLE = {
+    (Phase.PROVIDER, ProviderHead): (_A._on_head, Phase.READING),
+    (Phase.PROVIDER, ErrorHead): (_A._on_error_head, Phase.READING_ERROR),
+    (Phase.PROVIDER, ProviderFailed): (_A._on_failed, Phase.DONE),
+    (Phase.READING, ProviderData): (_A._on_data, Phase.READING),
+    (Phase.READING, ProviderEnd): (_A._on_end, None),
+    (Phase.READING, ProviderFailed): (_A._on_failed, Phase.DONE),
+    (Phase.READING_ERROR, ProviderData): (_A._keep, Phase.READING_ERROR),
+    (Phase.READING_ERROR, ProviderEnd): (_A._on_error_end, Phase.DONE),
+    (Phase.READING_ERROR, ProviderFailed): (_A._on_failed, Phase.DONE),
+    (Phase.TOOLS, ToolResult): (_A._on_tool_result, None),
+}
 
 
 def _fields(request_id: str, **more: Any) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""What every flow shares: a transition table, the facts it reports, the exchange it serves."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from igw_core.effects import Effect
+from igw_core.errors import LocalProtocolError, UpstreamTimeout, UpstreamUnreachable
+from igw_core.events import ClientGone, Event, FailureReason, ProviderFailed
+from igw_core.redact import scrub
+from igw_core.report import ToolCallFact, Usage
+
+if TYPE_CHECKING:
+    from igw_core.exchange import Exchange
+    from igw_core.providers import Provider
+
+Handler = Callable[[Any, Any], list[Effect]]
+#: ``(state, event kind) -> (handler, next state)``; a next state of ``None`` means the
+#: handler moves on by itself (where the way on is decided by the event's content).
+Table = Mapping[tuple[enum.Enum, type], tuple[Handler, enum.Enum | None]]
+
+
+class Flow:
+    """One endpoint's work after routing: a state machine driven by its :attr:`TABLE`.
+
+    Subclasses set :attr:`TABLE`, :attr:`DONE` and the starting :attr:`state`, and may
+    override :meth:`kind` to split one event type into the cases their table names.
+    A flow that reaches :attr:`DONE` has sent (or aborted) its whole response; the
+    exchange then reports what the flow recorded in these attributes:
+
+    Attributes:
+        provider: the provider called, when there is one.
+        model: the model as forwarded (without the provider prefix), or ``""``.
+        streamed: whether the client gets an event stream.
+        status: the status the client got.
+        usage: token counts, when the provider reported them.
+        first_byte: monotonic time the first body bytes went to the client.
+        error: a short reason when it did not end well, else ``""``.
+        tool_calls: MCP tool calls executed.
+    """
+
+    TABLE: ClassVar[Table]
+    DONE: ClassVar[enum.Enum]
+
+    def __init__(self, exchange: Exchange, state: enum.Enum) -> None:
+        self.exchange = exchange
+        self.state = state
+        self.provider: Provider | None = None
+        self.model = ""
+        self.streamed = False
+        self.status = 0
+        self.usage: Usage | None = None
+        self.first_byte: float | None = None
+        self.error = ""
+        self.tool_calls: tuple[ToolCallFact, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        """Whether the response is complete (or aborted) and only the report is left."""
+        return self.state is self.DONE
+
+    def kind(self, event: Event) -> type:
+        """Return the table key for ``event``: its type, unless a subclass splits it."""
+        return type(event)
+
+    def receive(self, event: Event) -> list[Effect]:
+        """Feed one event; return the effects to perform.
+
+        Raises:
+            LocalProtocolError: the table has no entry for this event in this state
+                (the state is left unchanged).
+            GatewayError: the request cannot be completed; the exchange answers it.
+        """
+        entry = self.TABLE.get((self.state, self.kind(event)))
+        if entry is None:
+            raise LocalProtocolError(
+                f"{type(event).__name__} is not legal in {type(self).__name__} "
+                f"state {self.state.name.lower()}")
+        handler, after = entry
+        effects = handler(self, event)
+        if after is not None:
+            self.state = after
+        return effects
+
+    def on_client_gone(self, event: ClientGone) -> bool:
+        """Return whether the client had its whole answer when it left (not a 499)."""
+        return False
+
+
+def provider_failure(
+    provider: str, failed: ProviderFailed, secrets: tuple[str, ...]
+) -> UpstreamTimeout | UpstreamUnreachable:
+    """Return the error (504 or 502) that tells the client a provider call failed.
+
+    The failure's detail is scrubbed of ``secrets`` (the provider keys).
+    """
+    detail = scrub(failed.detail, secrets)
+    if failed.reason is FailureReason.TIMEOUT:
+        return UpstreamTimeout(f"upstream {provider} timed out: {detail}")
+    return UpstreamUnreachable(f"upstream {provider} unreachable: {detail}")
