@@ -56,6 +56,46 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return parsed
 
 
+def route_request(
+    gateway: Gateway, request: dict[str, Any], provider_param: str | None,
+    default_provider: str | None = None,
+) -> Route:
+    """Route a parsed request by its ``model`` and apply the model policy.
+
+    ``default_provider`` serves a model that names no provider when ``?provider=`` is
+    absent too.
+
+    Raises:
+        BadRequest: ``model`` missing, not a string, or unroutable.
+        Forbidden: the model policy refuses the model.
+    """
+    model = request.get("model")
+    if not isinstance(model, str):
+        raise BadRequest("'model' is required and must be a string", code="missing_model")
+    if default_provider and not provider_param and "/" not in model:
+        provider_param = default_provider
+    route = route_model(gateway.providers, model, provider_param)
+    gateway.policy.check(route)
+    return route
+
+
+def with_model(body: bytes, request: dict[str, Any], model: str) -> bytes:
+    """Return ``body`` (whose parse is ``request``) with its ``model`` set to ``model``.
+
+    The client's bytes are edited in place when that is certain to be right, else
+    ``request`` is re-encoded (and its ``model`` set).
+
+    Raises:
+        BadRequest: re-encoding meets a number JSON cannot carry.
+    """
+    old = request.get("model")
+    if old == model:
+        return body
+    request["model"] = model
+    edited = _edit_in_place(body, old, model, add_usage=False) if isinstance(old, str) else None
+    return edited if edited is not None else encode_request(request)
+
+
 def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None) -> ChatPlan:
     """Validate a chat request and build what goes upstream.
 
@@ -74,8 +114,7 @@ def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None) -> Chat
         raise BadRequest("'model' is required and must be a string", code="missing_model")
     if not isinstance(request.get("messages"), list):
         raise BadRequest("'messages' is required and must be an array", code="missing_messages")
-    route = route_model(gateway.providers, model, provider_param)
-    gateway.policy.check(route)
+    route = route_request(gateway, request, provider_param)
     check_vision(gateway.settings.enable_vision, body, request, route.model)
     stream = request.get("stream") is True
     add_usage = reencode = False
@@ -90,10 +129,10 @@ def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None) -> Chat
     renamed = route.model != model
     request["model"] = route.model
     if reencode:
-        body = _encode(request)
+        body = encode_request(request)
     elif renamed or add_usage:
         edited = _edit_in_place(body, model, route.model, add_usage=add_usage)
-        body = edited if edited is not None else _encode(request)
+        body = edited if edited is not None else encode_request(request)
     return ChatPlan(route, stream, request, body)
 
 
@@ -129,7 +168,7 @@ def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool) 
     return body
 
 
-def _encode(request: dict[str, Any]) -> bytes:
+def encode_request(request: dict[str, Any]) -> bytes:
     """Serialise a rewritten request as standard JSON.
 
     Raises:

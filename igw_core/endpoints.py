@@ -17,19 +17,25 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
 from igw_core import headers as hdrs
-from igw_core.chat import plan_chat
+from igw_core.chat import encode_request, parse_json_object, plan_chat, route_request, with_model
 from igw_core.effects import CallProvider, Effect
-from igw_core.errors import Forbidden, NotFound
+from igw_core.errors import BadRequest, Forbidden, NotFound
+from igw_core.events import Headers
+from igw_core.flows.anthropic import TranslatedMessages
 from igw_core.flows.models import ModelsFlow
 from igw_core.flows.relay import RelayFlow
 from igw_core.gateway import Gateway
 from igw_core.mcp.agent import AgentRun
 from igw_core.mcp.loop import AgentLoop
+from igw_core.messages import error_body as anthropic_error
+from igw_core.messages import messages_to_chat, translate_error
+from igw_core.providers import PROVIDER_SPECS, Provider, ProviderSpec
 from igw_core.proxy import PREFIX as PROXY_PREFIX
 from igw_core.proxy import proxy_headers, proxy_url, split_proxy_path
-from igw_core.redact import scrub, truncate_chat_request
+from igw_core.redact import scrub, scrub_bytes, truncate_body_text, truncate_chat_request
 from igw_core.responses import OPENAI_ERRORS, ErrorShape
 from igw_core.routing import lookup_provider, route_model
+from igw_core.vision import check_vision
 
 if TYPE_CHECKING:
     from igw_core.exchange import Exchange
@@ -103,6 +109,210 @@ def _use_agent(x: Exchange) -> bool:
         return False
     bypass = hdrs.get(x.head.headers, b"x-mcp-bypass")
     return bypass is None or bypass.strip().lower() != b"true"
+
+
+# -- one request relayed to one provider: embeddings and the Responses API ---------------
+
+
+def _served(provider: Provider, attribute: Callable[[ProviderSpec], str | None],
+            what: str) -> str:
+    """Return the provider's path for ``what`` (read by ``attribute``), when it has one.
+
+    Raises:
+        BadRequest: it has none; the message names the providers that do.
+    """
+    path = attribute(provider.spec)
+    if path is None:
+        having = ", ".join(sorted(spec.id for spec in PROVIDER_SPECS.values()
+                                  if attribute(spec) is not None))
+        raise BadRequest(f"provider '{provider.id}' does not serve {what} "
+                         f"(providers that do: {having})", code="unsupported_endpoint")
+    return path
+
+
+def _outbound(x: Exchange, provider: Provider, body: bytes, *, stream: bool,
+              auth: Headers | None = None) -> list[tuple[bytes, bytes]]:
+    """Return the headers of a request to ``provider`` (``auth``: its credentials, when
+    not the provider's own), logging the body in development."""
+    gateway = x.gateway
+    if gateway.settings.is_development and body:
+        log.debug(
+            "outbound provider request",
+            extra={"request_id": x.request_id, "provider": provider.id,
+                   "body": scrub(truncate_body_text(
+                       body, words=gateway.settings.debug_content_truncate_words),
+                       gateway.secrets)},
+        )
+    headers = [
+        (b"accept", b"text/event-stream" if stream else b"application/json"),
+        (b"accept-encoding", b"identity"),
+        (b"x-request-id", x.request_id.encode()),
+        *(provider.auth_headers() if auth is None else auth),
+    ]
+    if body:
+        headers.insert(0, (b"content-type", b"application/json"))
+    return headers
+
+
+def relay(x: Exchange, provider: Provider, model: str, method: str, url: str, body: bytes,
+          *, stream: bool = False, auth: Headers | None = None) -> list[Effect]:
+    """Send one request to ``provider`` and relay its answer; see :class:`RelayFlow`."""
+    headers = _outbound(x, provider, body, stream=stream, auth=auth)
+    flow = RelayFlow(x, provider, model)
+    return x.begin(flow, [CallProvider(0, provider.id, method, url, headers, body)])
+
+
+def _forwarded_query(x: Exchange) -> str:
+    """The request's query string for the provider (``?...``, or ``""``): all but
+    ``provider=``, which was the gateway's."""
+    query = "&".join(p for p in x.head.query.split("&") if p and not p.startswith("provider="))
+    return f"?{query}" if query else ""
+
+
+def _embeddings_path(spec: ProviderSpec) -> str | None:
+    return spec.embeddings_path
+
+
+def _responses_path(spec: ProviderSpec) -> str | None:
+    return spec.responses_path
+
+
+def start_embeddings(x: Exchange, body: bytes) -> list[Effect]:
+    """``POST /v1/embeddings``: routed by ``provider/model`` (or ``?provider=``) as chat is.
+
+    Raises:
+        BadRequest: malformed JSON, no routable model, or a provider without embeddings.
+        Forbidden: the model policy refuses the model.
+    """
+    request = parse_json_object(body)
+    route = route_request(x.gateway, request, x.query_param("provider"))
+    provider = route.provider
+    path = _served(provider, _embeddings_path, "embeddings")
+    return relay(x, provider, route.model, "POST", provider.url(path),
+                 with_model(body, request, route.model))
+
+
+def start_response(x: Exchange, body: bytes) -> list[Effect]:
+    """``POST /v1/responses``: the OpenAI Responses API, relayed to a provider serving it.
+
+    Raises:
+        BadRequest: malformed JSON, no routable model, a provider without the API, or
+            image input while vision is off.
+        Forbidden: the model policy refuses the model.
+    """
+    request = parse_json_object(body)
+    route = route_request(x.gateway, request, x.query_param("provider"))
+    provider = route.provider
+    path = _served(provider, _responses_path, "the Responses API")
+    check_vision(x.gateway.settings.enable_vision, body, request, route.model)
+    return relay(x, provider, route.model, "POST", provider.url(path),
+                 with_model(body, request, route.model), stream=request.get("stream") is True)
+
+
+def response_resource(x: Exchange, body: bytes) -> list[Effect]:
+    """``/v1/responses/{id}...`` (retrieve, delete, cancel, input items): relayed to
+    ``?provider=`` (default ``openai``), the rest of the query string kept.
+
+    Raises:
+        BadRequest: an unknown or unconfigured provider, or one without the API.
+    """
+    head = x.head
+    provider = lookup_provider(x.gateway.providers, x.query_param("provider") or "openai")
+    path = _served(provider, _responses_path, "the Responses API")
+    url = provider.url(path + head.path[len(_RESPONSES):]) + _forwarded_query(x)
+    stream = x.query_param("stream") == "true"
+    return relay(x, provider, "", head.method, url, body, stream=stream)
+
+
+# -- /v1/messages: Anthropic's Messages API, for any provider -----------------------------
+
+
+def _messages_path(spec: ProviderSpec) -> str | None:
+    return spec.messages_path
+
+
+def _anthropic_auth(x: Exchange, provider: Provider) -> list[tuple[bytes, bytes]]:
+    """The provider's credentials, with the client's ``anthropic-version`` (when it sent
+    one) and ``anthropic-beta`` instead of the gateway's defaults."""
+    sent = [(name, value) for name, value in x.head.headers if name in _ANTHROPIC_PASSED]
+    names = {name for name, _ in sent}
+    return [*(h for h in provider.auth_headers() if h[0] not in names), *sent]
+
+
+def start_messages(x: Exchange, body: bytes) -> list[Effect]:
+    """``POST /v1/messages``: relayed to a provider with the Messages API (Anthropic),
+    translated to and from chat completions for any other.
+
+    A model that names no provider (``claude-...``) is Anthropic's.
+
+    Raises:
+        BadRequest: malformed JSON, an unroutable model, image input while vision is
+            off, or a request that cannot be translated.
+        Forbidden: the model policy refuses the model.
+    """
+    gateway = x.gateway
+    request = parse_json_object(body)
+    client_model = request.get("model")
+    route = route_request(gateway, request, x.query_param("provider"), "anthropic")
+    check_vision(gateway.settings.enable_vision, body, request, route.model)
+    provider = route.provider
+    stream = request.get("stream") is True
+    path = provider.spec.messages_path
+    if path is not None:
+        return relay(x, provider, route.model, "POST",
+                     provider.url(path) + _forwarded_query(x),
+                     with_model(body, request, route.model), stream=stream,
+                     auth=_anthropic_auth(x, provider))
+    chat = messages_to_chat(request, route.model)
+    if stream and provider.spec.stream_usage:
+        chat["stream_options"] = {"include_usage": True}
+    chat_body = encode_request(chat)
+    headers = _outbound(x, provider, chat_body, stream=stream)
+    flow = TranslatedMessages(x, provider, route.model, client_model=str(client_model),
+                              stream=stream)
+    return x.begin(flow, [CallProvider(0, provider.id, "POST",
+                                       provider.url(provider.spec.chat_path), headers,
+                                       chat_body)])
+
+
+def count_tokens(x: Exchange, body: bytes) -> list[Effect]:
+    """``POST /v1/messages/count_tokens``: relayed to a provider with the Messages API.
+
+    Raises:
+        BadRequest: malformed JSON, an unroutable model, or a provider that cannot
+            count (no provider's chat API counts tokens without generating).
+        Forbidden: the model policy refuses the model.
+    """
+    request = parse_json_object(body)
+    route = route_request(x.gateway, request, x.query_param("provider"), "anthropic")
+    provider = route.provider
+    path = _served(provider, _messages_path, "token counting (the Messages API)")
+    return relay(x, provider, route.model, "POST",
+                 provider.url(path + "/count_tokens") + _forwarded_query(x),
+                 with_model(body, request, route.model), auth=_anthropic_auth(x, provider))
+
+
+def _anthropic_upstream(status: int, body: bytes, provider: str,
+                        secrets: tuple[str, ...]) -> bytes:
+    """A provider's error in Anthropic's shape: Anthropic's own kept byte for byte."""
+    body = scrub_bytes(body, secrets)
+    return body if _is_anthropic_error(body) else translate_error(status, body)
+
+
+def _is_anthropic_error(body: bytes) -> bool:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return (parsed.get("type") == "error" and isinstance(error, dict)  # type: ignore[union-attr]
+            and isinstance(error.get("type"), str) and isinstance(error.get("message"), str))
+
+
+#: Anthropic's error shape, which Anthropic SDKs show.
+ANTHROPIC_ERRORS = ErrorShape(lambda error: anthropic_error(error.status, error.message),
+                              _anthropic_upstream)
+_ANTHROPIC_PASSED = frozenset({b"anthropic-version", b"anthropic-beta"})
 
 
 # -- /proxy --------------------------------------------------------------------------------
@@ -185,13 +395,21 @@ def no_route(x: Exchange) -> list[Effect]:
 _MODEL_PREFIX = "/v1/models/"
 _GET = ("GET",)
 _POST = ("POST",)
+_RESPONSES = "/v1/responses"
 #: Routes matched by the whole path.
 EXACT: dict[str, Endpoint] = {
     "/v1/chat/completions": Endpoint("/v1/chat/completions", _POST, True, on_body=start_chat),
+    "/v1/embeddings": Endpoint("/v1/embeddings", _POST, True, on_body=start_embeddings),
+    _RESPONSES: Endpoint(_RESPONSES, _POST, True, on_body=start_response),
+    "/v1/messages": Endpoint("/v1/messages", _POST, True, on_body=start_messages,
+                             errors=ANTHROPIC_ERRORS),
+    "/v1/messages/count_tokens": Endpoint("/v1/messages/count_tokens", _POST, True,
+                                          on_body=count_tokens, errors=ANTHROPIC_ERRORS),
     "/v1/models": Endpoint("/v1/models", _GET, True, on_head=list_models),
     "/v1/mcp/tools": Endpoint("/v1/mcp/tools", _GET, False, on_head=list_tools),
 }
 _MODEL = Endpoint("/v1/models", _GET, True, on_head=get_model)
+_RESPONSE = Endpoint(_RESPONSES, ("GET", "POST", "DELETE"), True, on_body=response_resource)
 _PROXY = Endpoint("/proxy", None, False, on_head=check_proxy, on_body=start_proxy)
 _NOT_FOUND = Endpoint("other", None, False, on_head=no_route)
 
@@ -203,6 +421,8 @@ def find_endpoint(gateway: Gateway, path: str) -> Endpoint:
         return found
     if path.startswith(_MODEL_PREFIX):
         return _MODEL
+    if path.startswith(_RESPONSES) and path[len(_RESPONSES):len(_RESPONSES) + 1] == "/":
+        return _RESPONSE
     if path.startswith(PROXY_PREFIX) and gateway.settings.proxy_enable:
         return _PROXY
     return _NOT_FOUND

@@ -30,6 +30,10 @@ class ProviderSpec:
         models_path: path of the model list, relative to the base URL.
         extra_headers: headers every request to this provider carries.
         stream_usage: whether the provider accepts ``stream_options.include_usage``.
+        embeddings_path: path of its OpenAI-compatible embeddings endpoint, if it has one.
+        responses_path: path of its OpenAI Responses API, if it has one.
+        messages_path: path of its Anthropic Messages API, if it has one (requests of
+            ``/v1/messages`` for any other provider are translated to chat completions).
     """
 
     id: str
@@ -39,22 +43,30 @@ class ProviderSpec:
     models_path: str = "/models"
     extra_headers: tuple[tuple[str, str], ...] = ()
     stream_usage: bool = True
+    embeddings_path: str | None = None
+    responses_path: str | None = None
+    messages_path: str | None = None
 
 
 PROVIDER_SPECS: dict[str, ProviderSpec] = {
     spec.id: spec
     for spec in (
-        ProviderSpec("openai", "https://api.openai.com/v1", AuthStyle.BEARER),
+        ProviderSpec("openai", "https://api.openai.com/v1", AuthStyle.BEARER,
+                     embeddings_path="/embeddings", responses_path="/responses"),
         ProviderSpec(
             "anthropic",
             "https://api.anthropic.com/v1",
             AuthStyle.X_API_KEY,
             extra_headers=(("anthropic-version", "2023-06-01"),),
+            messages_path="/messages",
         ),
-        ProviderSpec("groq", "https://api.groq.com/openai/v1", AuthStyle.BEARER),
-        ProviderSpec("ollama", "http://ollama:8080/v1", AuthStyle.NONE),
+        ProviderSpec("groq", "https://api.groq.com/openai/v1", AuthStyle.BEARER,
+                     responses_path="/responses"),
+        ProviderSpec("ollama", "http://ollama:8080/v1", AuthStyle.NONE,
+                     embeddings_path="/embeddings"),
         ProviderSpec("ollama_cloud", "https://ollama.com/v1", AuthStyle.BEARER),
-        ProviderSpec("llamacpp", "http://llamacpp:8080/v1", AuthStyle.BEARER),
+        ProviderSpec("llamacpp", "http://llamacpp:8080/v1", AuthStyle.BEARER,
+                     embeddings_path="/embeddings"),
         ProviderSpec(
             "cloudflare",
             "https://api.cloudflare.com/client/v4/accounts/{ACCOUNT_ID}/ai",
@@ -69,15 +81,19 @@ PROVIDER_SPECS: dict[str, ProviderSpec] = {
             chat_path="/compatibility/v1/chat/completions",
             models_path="/v1/models",
             stream_usage=False,
+            embeddings_path="/compatibility/v1/embeddings",
         ),
         ProviderSpec("deepseek", "https://api.deepseek.com", AuthStyle.BEARER),
         ProviderSpec(
-            "google", "https://generativelanguage.googleapis.com/v1beta/openai", AuthStyle.BEARER
+            "google", "https://generativelanguage.googleapis.com/v1beta/openai", AuthStyle.BEARER,
+            embeddings_path="/embeddings",
         ),
-        ProviderSpec("mistral", "https://api.mistral.ai/v1", AuthStyle.BEARER, stream_usage=False),
+        ProviderSpec("mistral", "https://api.mistral.ai/v1", AuthStyle.BEARER, stream_usage=False,
+                     embeddings_path="/embeddings"),
         ProviderSpec("minimax", "https://api.minimax.io/v1", AuthStyle.BEARER),
         ProviderSpec("moonshot", "https://api.moonshot.ai/v1", AuthStyle.BEARER),
-        ProviderSpec("nvidia", "https://integrate.api.nvidia.com/v1", AuthStyle.BEARER),
+        ProviderSpec("nvidia", "https://integrate.api.nvidia.com/v1", AuthStyle.BEARER,
+                     embeddings_path="/embeddings"),
         ProviderSpec("zai", "https://api.z.ai/api/paas/v4", AuthStyle.BEARER),
     )
 }

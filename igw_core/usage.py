@@ -18,7 +18,13 @@ _DONE = b"data: [DONE]"
 
 
 def usage_from_object(obj: Any) -> Usage | None:
-    """Return the ``usage`` of a parsed OpenAI response or chunk, if it has one."""
+    """Return the ``usage`` of a parsed response or chunk, if it has one.
+
+    Chat completions and embeddings count ``prompt_tokens``/``completion_tokens``; the
+    Responses and Anthropic Messages APIs count ``input_tokens``/``output_tokens``, and
+    Anthropic's ``input_tokens`` leaves out the cached prompt tokens, which it counts
+    in ``cache_read_input_tokens`` and ``cache_creation_input_tokens``.
+    """
     if not isinstance(obj, dict):
         return None
     usage = obj.get("usage")
@@ -29,8 +35,13 @@ def usage_from_object(obj: Any) -> Usage | None:
         value = usage.get(key)
         return value if isinstance(value, int) and value >= 0 else 0
 
-    prompt = count("prompt_tokens")
-    completion = count("completion_tokens")
+    if "input_tokens" in usage or "output_tokens" in usage:
+        prompt = (count("input_tokens") + count("cache_read_input_tokens")
+                  + count("cache_creation_input_tokens"))
+        completion = count("output_tokens")
+    else:
+        prompt = count("prompt_tokens")
+        completion = count("completion_tokens")
     total = count("total_tokens") or prompt + completion
     return Usage(prompt, completion, total)
 
@@ -38,9 +49,10 @@ def usage_from_object(obj: Any) -> Usage | None:
 _DECODER = json.JSONDecoder()
 
 
-def usage_from_body(body: bytes) -> Usage | None:
-    """Return the last usage reported in a JSON body or an event stream tail."""
-    at = body.rfind(_USAGE_KEY)
+def usage_from_body(body: bytes, *, first: bool = False) -> Usage | None:
+    """Return the last (or with ``first``, the first) usage reported in a JSON body or
+    a piece of an event stream."""
+    at = body.find(_USAGE_KEY) if first else body.rfind(_USAGE_KEY)
     while at != -1:
         # The usage object is a member of the enclosing response object; parse
         # just that member's value.
@@ -56,7 +68,7 @@ def usage_from_body(body: bytes) -> Usage | None:
             found = usage_from_object({"usage": value})
             if found is not None:
                 return found
-        at = body.rfind(_USAGE_KEY, 0, at)
+        at = body.find(_USAGE_KEY, at + 1) if first else body.rfind(_USAGE_KEY, 0, at)
     return None
 
 
@@ -88,8 +100,18 @@ class ResponseTap:
         return bytes(self._head)
 
     def usage(self) -> Usage | None:
-        """Return the usage the body reported, if any."""
-        return usage_from_body(bytes(self._tail))
+        """Return the usage the body reported, if any.
+
+        An Anthropic event stream counts the prompt in its first event and the output
+        in its last; when the last usage has no prompt count, the head's first does.
+        """
+        found = usage_from_body(bytes(self._tail))
+        if found is not None and found.prompt_tokens == 0 and self._head:
+            early = usage_from_body(bytes(self._head), first=True)
+            if early is not None and early.prompt_tokens:
+                prompt = early.prompt_tokens
+                found = Usage(prompt, found.completion_tokens, prompt + found.completion_tokens)
+        return found
 
     @property
     def complete(self) -> bool:

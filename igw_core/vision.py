@@ -58,10 +58,11 @@ def _part_is_image(part: Any) -> bool:
 
 
 def carries_image(request: Any) -> bool:
-    """Return whether a parsed chat request has image content in any message."""
+    """Return whether a parsed request has image content in any message."""
     if not isinstance(request, dict):
         return False
-    messages = request.get("messages")
+    # Chat and Anthropic Messages carry "messages"; the Responses API carries "input".
+    messages = request.get("messages", request.get("input"))
     if not isinstance(messages, list):
         return False
     for message in messages:
