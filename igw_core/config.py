@@ -83,6 +83,7 @@ class Settings:
     server_max_request_body_size: int = 10485760
     server_tls_cert_path: str = ""
     server_tls_key_path: str = ""
+    server_shutdown_timeout: float = 10.0
 
     client_timeout: float = 30.0
     client_max_idle_conns: int = 20
@@ -357,6 +358,7 @@ _PARSERS: dict[str, _Parser] = {
     "server_max_request_body_size": _integer(1),
     "server_tls_cert_path": _text,
     "server_tls_key_path": _text,
+    "server_shutdown_timeout": _duration,
     "client_timeout": _duration,
     "client_max_idle_conns": _count,
     "client_max_idle_conns_per_host": _count,

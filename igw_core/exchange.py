@@ -74,7 +74,6 @@ class State(enum.Enum):
 _MAX_REQUEST_ID = 128
 #: On a refusal after which the connection cannot be trusted to frame another request.
 _CLOSE = (("connection", "close"),)
-_HEALTH = Endpoint("/health", ("GET",), counted=False)
 
 
 def request_id_of(head: RequestHead) -> str:
@@ -98,16 +97,19 @@ class Exchange:
         tools: the MCP tools available to this request (a snapshot taken when it arrived).
         request_id: the id sent back in ``X-Request-Id``.
         head: the request head.
+        draining: whether the process is shutting down (``/ready`` answers 503).
         head_sent: whether a response head has been emitted (an error after it can
             only abort the connection).
         flow: the flow doing the request's work, once routed there.
     """
 
     def __init__(
-        self, gateway: Gateway, *, tools: Catalogue = EMPTY, keys: KeySet | None = None
+        self, gateway: Gateway, *, tools: Catalogue = EMPTY, keys: KeySet | None = None,
+        draining: bool = False,
     ) -> None:
         self.gateway = gateway
         self.keys = keys
+        self.draining = draining
         self.tools = tools
         self.state = State.IDLE
         self.request_id = ""
@@ -172,7 +174,10 @@ class Exchange:
         if self.head.method == "HEAD":  # RFC 9110 §9.3.2: the head of the GET, no body
             effects = [e for e in effects if type(e) is not SendData]
         if not self.head_sent:
-            self.head_sent = any(type(e) is SendHead for e in effects)
+            for effect in effects:
+                if type(effect) is SendHead:
+                    self.head_sent = True
+                    break
         return effects
 
     # -- the request ---------------------------------------------------------------------
@@ -188,10 +193,11 @@ class Exchange:
             # server must close the connection after refusing it.
             raise BadRequest("request has both Content-Length and Transfer-Encoding",
                              code="ambiguous_framing", headers=_CLOSE)
-        if head.path == "/health":
-            self._endpoint = _HEALTH
-            self._require(_HEALTH.methods)
-            return self.respond_json(200, {"message": "OK"})
+        if head.path in _PROBES:  # never behind auth: a probe carries no token
+            endpoint = self._endpoint = _PROBES[head.path]
+            self._require(endpoint.methods)
+            assert endpoint.on_head is not None
+            return endpoint.on_head(self)
         if self.gateway.settings.auth_enable:
             try:
                 self._authenticate()
@@ -346,6 +352,26 @@ class Exchange:
         return Report(record)
 
 
+def _health(x: Exchange) -> list[Effect]:
+    return x.respond_json(200, {"message": "OK"})
+
+
+def _ready(x: Exchange) -> list[Effect]:
+    reasons = []
+    if x.gateway.settings.auth_enable and x.keys is None:
+        reasons.append("the identity provider's signing keys are not loaded yet")
+    if x.draining:
+        reasons.append("the gateway is shutting down")
+    if reasons:
+        return x.respond_json(503, {"status": "not ready", "reasons": reasons})
+    return x.respond_json(200, {"status": "ready"})
+
+
+#: Liveness and readiness, answered before auth.
+_PROBES = {
+    "/health": Endpoint("/health", ("GET",), False, on_head=_health),
+    "/ready": Endpoint("/ready", ("GET",), False, on_head=_ready),
+}
 _NO_HEAD = RequestHead("", "", "", (), 0.0)
 _Handler = Callable[[Exchange, Any], list[Effect]]
 _E = Exchange

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 #: Route labels are drawn from this fixed set so metrics never grow per path.
 ROUTE_LABELS = frozenset({
     "/health", "/v1/models", "/v1/chat/completions", "/v1/mcp/tools", "/proxy", "other",
-    "/v1/embeddings", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
+    "/ready", "/v1/embeddings", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
 })
 
 

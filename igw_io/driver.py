@@ -268,6 +268,7 @@ class Services:
         clock: the monotonic clock the core's times come from.
         mcp: the MCP sessions (``MCP_ENABLE=true`` only).
         oidc: the identity provider's keys (``AUTH_ENABLE=true`` only).
+        draining: whether the process is shutting down (``/ready`` then says 503).
     """
 
     gateway: Gateway
@@ -275,6 +276,7 @@ class Services:
     clock: Callable[[], float]
     mcp: MCPManager | None = None
     oidc: OIDCKeys | None = None
+    draining: Callable[[], bool] = lambda: False
 
 
 async def serve(services: Services, channel: ClientChannel, head: RequestHead) -> ExchangeRecord:
@@ -289,7 +291,8 @@ async def serve(services: Services, channel: ClientChannel, head: RequestHead) -
     mcp, oidc = services.mcp, services.oidc
     tools = await mcp.available_tools() if mcp is not None else EMPTY
     keys = oidc.current() if oidc is not None else None
-    exchange = Exchange(services.gateway, tools=tools, keys=keys)
+    exchange = Exchange(services.gateway, tools=tools, keys=keys,
+                        draining=services.draining())
     run = _Run(exchange, channel, services.upstream, services.clock, mcp, oidc)
     try:
         return await _drive(run, head)

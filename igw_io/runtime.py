@@ -68,7 +68,10 @@ class Runtime:
 
             self.oidc = OIDCKeys.from_settings(settings)
         self._access = AccessLog()
-        self.services = Services(self.gateway, self.upstream, self.clock, self.mcp, self.oidc)
+        #: Set when the server starts draining at shutdown: ``/ready`` turns 503.
+        self.draining = False
+        self.services = Services(self.gateway, self.upstream, self.clock, self.mcp, self.oidc,
+                                 lambda: self.draining)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[TaskGroup]:

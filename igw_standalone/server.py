@@ -156,13 +156,15 @@ class Server:
                 return
 
     def shutdown(self) -> None:
-        """Stop accepting; idle connections close, in-flight requests may finish."""
+        """Stop accepting; idle connections close, in-flight requests may finish
+        (``/ready`` answers 503 meanwhile)."""
         self.shutting_down = True
+        self.runtime.draining = True
         if self._stop is not None:
             self._stop.set()
 
     async def _drain(self) -> None:
-        with anyio.move_on_after(SHUTDOWN_GRACE):
+        with anyio.move_on_after(self.settings.server_shutdown_timeout):
             while self.connections:
                 for connection in list(self.connections):
                     if connection.task is None or connection.h2_connection is not None:

@@ -30,7 +30,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from igw_core.config import Settings
 from igw_io.logs import configure_logging, secrets_of
 from igw_io.metrics import MULTIPROC_ENV, MetricsListener, multiprocess_registry
-from igw_standalone.server import SHUTDOWN_GRACE, Engine, Server, run
+from igw_standalone.server import Engine, Server, run
 
 log = logging.getLogger("igw.workers")
 
@@ -239,7 +239,7 @@ def run_workers(settings: Settings, count: int, engine: Engine | None = None) ->
         for process in workers:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + SHUTDOWN_GRACE + 2
+        deadline = time.monotonic() + settings.server_shutdown_timeout + 2
         for process in workers:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():

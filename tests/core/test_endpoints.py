@@ -285,3 +285,42 @@ def test_every_new_label_is_a_known_route_label() -> None:
     for path in ("/v1/embeddings", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"):
         _, out = post(path, b"[]")
         assert report(out).route in ROUTE_LABELS
+
+
+# -- readiness ---------------------------------------------------------------------------
+
+
+def probe(path: str, *, gateway: Gateway = GATEWAY, draining: bool = False,
+          method: str = "GET") -> tuple[int, bytes, Any]:
+    exchange = Exchange(gateway, draining=draining)
+    out = exchange.receive(RequestHead(method, path, "", [], 0.0))
+    status, body = answered(out)
+    return status, body, report(out)
+
+
+def test_ready_is_200_when_the_gateway_can_serve() -> None:
+    status, body, record = probe("/ready")
+    assert (status, json.loads(body)) == (200, {"status": "ready"})
+    assert record.route == "/ready" and not record.counted
+
+
+def test_ready_is_503_while_draining_and_health_stays_200() -> None:
+    status, body, _ = probe("/ready", draining=True)
+    assert status == 503 and json.loads(body)["reasons"] == ["the gateway is shutting down"]
+    assert probe("/health", draining=True)[0] == 200
+
+
+def test_ready_is_503_until_the_signing_keys_load_and_needs_no_token() -> None:
+    gateway = Gateway.from_settings(load_settings({
+        "AUTH_ENABLE": "true", "AUTH_OIDC_ISSUER": "https://issuer.example",
+        "AUTH_OIDC_CLIENT_ID": "igw"}))
+    status, body, _ = probe("/ready", gateway=gateway)
+    assert status == 503 and "keys" in json.loads(body)["reasons"][0]
+    assert probe("/health", gateway=gateway)[0] == 200
+
+
+def test_ready_answers_head_without_a_body() -> None:
+    exchange = Exchange(GATEWAY)
+    out = exchange.receive(RequestHead("HEAD", "/ready", "", [], 0.0))
+    assert only(out, SendHead).status == 200
+    assert not [e for e in out if isinstance(e, SendData)]

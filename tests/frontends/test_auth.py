@@ -158,6 +158,10 @@ def test_issuer_unreachable_at_startup_answers_503_then_recovers(
         assert response.status == 503
         assert "auth not ready" in json.loads(response.content)["error"]["message"]
         _assert_401(_get(gateway, "/v1/models"))
+        # Readiness says why, without a token; liveness stays up.
+        ready = _get(gateway, "/ready")
+        assert ready.status == 503 and "keys" in json.loads(ready.content)["reasons"][0]
+        assert _get(gateway, "/health").status == 200
         issuer.up()
         deadline = time.monotonic() + 20
         status = 503
@@ -165,5 +169,6 @@ def test_issuer_unreachable_at_startup_answers_503_then_recovers(
             time.sleep(0.5)
             status = _get(gateway, "/v1/models", issuer.mint()).status
         assert status == 200
+        assert _get(gateway, "/ready").status == 200
     finally:
         issuer.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -11,8 +12,8 @@ import time
 import httpcore
 import pytest
 
-from tests.conftest import GatewayFactory, RunningGateway
-from tests.support.mock_provider import MockProvider, SlowStream
+from tests.conftest import GatewayFactory, RunningGateway, provider_env
+from tests.support.mock_provider import Hang, MockProvider, SlowStream
 
 
 def _raw(gateway: RunningGateway, data: bytes, *, read_until_close: bool = True) -> bytes:
@@ -124,6 +125,30 @@ def test_sigterm_lets_in_flight_stream_finish(
     # uvicorn re-raises the signal after its graceful shutdown, so it ends "by SIGTERM".
     clean = (0,) if gateway.frontend == "standalone" else (0, -signal.SIGTERM)
     assert gateway.process.wait(15) in clean
+
+
+def test_shutdown_timeout_bounds_the_drain(
+    frontend: str, gateway_factory: GatewayFactory, mock_openai: MockProvider
+) -> None:
+    if frontend != "standalone":
+        pytest.skip("the ASGI server's own graceful timeout bounds its drain")
+    gateway = gateway_factory({**provider_env(mock_openai), "SERVER_SHUTDOWN_TIMEOUT": "1s"})
+    mock_openai.script(Hang())
+    body = json.dumps({"model": "openai/gpt-4o-mini",
+                       "messages": [{"role": "user", "content": "hang"}]}).encode()
+
+    def hang() -> None:
+        with contextlib.suppress(httpcore.NetworkError, httpcore.RemoteProtocolError):
+            httpcore.request("POST", gateway.url + "/v1/chat/completions", content=body,
+                             extensions={"timeout": {"read": 20}})
+
+    thread = threading.Thread(target=hang, daemon=True)
+    thread.start()
+    assert mock_openai.wait_for_requests(1)
+    assert httpcore.request("GET", gateway.url + "/ready").status == 200
+    gateway.process.send_signal(signal.SIGTERM)
+    # The 1 s drain, then the hung request is cut: it exits long before the 10 s default.
+    assert gateway.process.wait(8) == 0
 
 
 def test_huge_body_gets_413_not_a_reset(gateway: RunningGateway) -> None:
