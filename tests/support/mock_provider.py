@@ -13,11 +13,64 @@ Quick reference::
         ...
         mock.requests[-1].json["model"]
 
-Routes (only under ``/v1``): ``POST /v1/chat/completions`` (OpenAI format for both kinds),
+    with MockProvider(kind="anthropic") as mock:       # SDK base_url is the origin, no /v1
+        client = anthropic.Anthropic(base_url=mock.origin, api_key=mock.api_key,
+                                     default_headers=mock.anthropic_headers, max_retries=0)
+        mock.script(Reply(tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}]),
+                    Status(529), ResetMidStream(after_chunks=3))
+        client.messages.create(model="claude-3-5-sonnet-20241022", max_tokens=64, messages=...)
+        mock.requests_to("/v1/messages")[-1].json
+
+    client.responses.create(model="gpt-4o", input="hi")  # openai kind; mock.stored_responses
+    client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    mock_embedding("a")                                # the vector answered for input "a"
+
+Routes (only under ``/v1``). Both kinds: ``POST /v1/chat/completions`` (OpenAI format) and
 ``GET /v1/models`` (OpenAI list shape, or Anthropic list shape for ``kind="anthropic"``).
+``kind="anthropic"`` only:
+
+* ``POST /v1/messages``: an Anthropic Message (``text`` / ``tool_use`` blocks, ``stop_reason``
+  ``end_turn`` / ``tool_use`` / ``max_tokens``, usage with the cache counters), or with
+  ``"stream": true`` Anthropic's named SSE events (``message_start``, per block
+  ``content_block_start`` / ``content_block_delta`` (``text_delta``, or ``input_json_delta``
+  fragments after an empty one) / ``content_block_stop``, one ``ping`` after the first block
+  start, ``message_delta``, ``message_stop``; no ``[DONE]``). Answers carry ``request-id`` and
+  the ``anthropic-ratelimit-*`` headers. ``model``, ``max_tokens`` and ``messages`` are
+  required (400 ``invalid_request_error`` otherwise).
+* ``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``, the same N as the Message's
+  ``usage.input_tokens`` for the same request (``Reply(usage={"input_tokens": 7})`` overrides).
+
+``kind="openai"`` only:
+
+* ``POST /v1/responses``: an OpenAI Response (``message`` / ``function_call`` output items),
+  or with ``"stream": true`` the Responses SSE events (``response.created``,
+  ``response.in_progress``, per item ``response.output_item.added`` ...
+  ``response.output_item.done`` with the ``content_part`` / ``output_text`` or
+  ``function_call_arguments`` events between, then ``response.completed``; every payload has
+  ``type`` and ``sequence_number``; no ``[DONE]``). Unless ``"store": false`` the finished
+  Response is kept in ``mock.stored_responses``: ``GET /v1/responses/{id}`` answers it,
+  ``DELETE`` removes it (``{"id", "object": "response", "deleted": true}``), unknown ids 404,
+  and an unknown ``previous_response_id`` is refused with 400 like the real API.
+* ``POST /v1/embeddings``: ``input`` a string, a list of strings, a token array or a list of
+  token arrays; ``encoding_format`` ``"float"`` (the default when absent) or ``"base64"``
+  (little-endian float32, what the openai SDK asks for by default); ``dimensions`` (default 8).
+  Vectors are :func:`mock_embedding` of each input (float32-exact, so both encodings agree).
+
 Every request is authenticated first (Bearer ``api_key`` for openai; ``x-api-key`` +
-``anthropic-version: 2023-06-01`` for anthropic), then routed; unknown paths answer 404 JSON.
-Scripted behaviours are consumed one per (authenticated) chat request.
+``anthropic-version`` for anthropic: ``2023-06-01`` or a later date such as the ``2026-10-21``
+anthropic SDK 2.x sends; see :attr:`MockProvider.anthropic_headers`),
+then routed; unknown paths answer 404 JSON, other methods on a known path 405. Every request
+is recorded (``path`` keeps the query string, e.g. ``/v1/messages?beta=true``).
+
+Scripted behaviours are consumed one per (authenticated, well-formed) generation request:
+a POST to chat/completions, messages, messages/count_tokens, responses or embeddings (model
+listings and stored-response GET/DELETE consume none). Each behaviour works on every one of
+these routes in that route's own format: :class:`Reply` is rendered as a chat completion,
+Anthropic Message, Response or embeddings list; a body-less :class:`Status` sends the route's
+own error shape (Anthropic's on ``/v1/messages*``); :class:`ResetMidStream` counts that route's
+SSE events (``ping`` included); :class:`SseEvents` writes ``event:`` lines and no ``[DONE]`` on
+the Anthropic and Responses routes. Routes that never stream (count_tokens, embeddings) treat
+ResetMidStream and SlowStream as for a non-stream chat request.
 
 ``canonical_headers=True`` (also settable on a running mock) writes response header names the
 way Go's net/http does (``Content-Type``, ``Retry-After``, ``X-Request-Id``, ``Set-Cookie``,
@@ -27,10 +80,13 @@ way Go's net/http does (``Content-Type``, ``Retry-After``, ``X-Request-Id``, ``S
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import http
 import itertools
 import json
+import math
 import re
 import secrets
 import socket
@@ -41,7 +97,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import h11
 
@@ -60,9 +116,13 @@ __all__ = [
     "SseEvents",
     "Status",
     "free_port",
+    "mock_embedding",
 ]
 
 ANTHROPIC_VERSION = "2023-06-01"
+# Dated versions the anthropic kind accepts: 2023-06-01 and later ones, e.g. the 2026-10-21
+# anthropic SDK 2.x sends (and a gateway relays as the client gave it), as the real API does.
+_ANTHROPIC_VERSION_RE = re.compile(r"20(2[3-9]|[3-9]\d)-\d{2}-\d{2}")
 _MAX_STREAM_PIECES = 24
 _FIXED_CREATED = 1_700_000_000
 _DEFAULT_EXTRA: dict[str, Any] = {
@@ -74,6 +134,16 @@ _ANSWER_HEADERS = (
     ("x-ratelimit-remaining-requests", "9999"),
     ("set-cookie", "__cf_bm=mock-cookie; path=/; HttpOnly"),
 )
+_CHAT_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+}
+_SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+_DEFAULT_EMBEDDING_DIMENSIONS = 8
+_MAX_EMBEDDING_DIMENSIONS = 3072
+_ANTHROPIC_ORGANIZATION = "a1b2c3d4-0000-4000-8000-000000000000"
 _ANTHROPIC_DISPLAY_NAMES = {
     "claude-3-5-sonnet-20241022": "Claude 3.5 Sonnet (New)",
     "claude-3-5-haiku-20241022": "Claude 3.5 Haiku",
@@ -144,20 +214,39 @@ class Reply:
     OpenAI-format dicts (``id``/``type`` are filled in if missing, dict ``arguments`` are
     JSON-encoded). ``usage`` replaces the computed usage; ``extra`` is merged into the top level
     of the completion object (and of every stream chunk).
+
+    The same Reply answers every generation route in that route's own format (module
+    docstring). A tool call may also be written flat, ``{"name": ..., "arguments": ...}`` (or
+    ``"input"``); for Anthropic its arguments must be a JSON object. On the non-chat routes
+    ``usage`` is merged over the computed usage (in the route's own usage shape) and ``extra``
+    into the top-level message / response object. ``stop_reason`` overrides how the answer
+    ends: Anthropic's ``stop_reason`` verbatim (e.g. ``"max_tokens"``); on chat it becomes the
+    ``finish_reason`` (``max_tokens`` -> ``length``, ``end_turn`` / ``stop_sequence`` ->
+    ``stop``, ``tool_use`` -> ``tool_calls``, anything else verbatim); on Responses
+    ``"max_tokens"`` makes the response ``incomplete`` (``max_output_tokens``).
     """
 
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     usage: dict[str, Any] | None = None
     extra: dict[str, Any] | None = None
+    stop_reason: str | None = None
 
 
 @dataclass
 class Status:
-    """Answer ``status`` with ``body`` (a dict is sent as JSON, bytes as text/plain)."""
+    """Answer ``status`` with ``body`` (a dict is sent as JSON, bytes as text/plain).
+
+    Without a body, the route's own JSON error shape for that status is sent: Anthropic's
+    ``{"type": "error", "error": {"type": "rate_limit_error", ...}, "request_id": ...}`` on
+    ``/v1/messages*``, OpenAI's ``{"error": {"message", "type", "param", "code"}}`` elsewhere.
+    On the Anthropic routes a ``request-id`` header is added, on Responses / embeddings an
+    ``x-request-id`` (unless ``headers`` has one). ``headers`` are sent as given (e.g.
+    ``[("retry-after", "1")]``).
+    """
 
     status: int
-    body: bytes | dict[str, Any]
+    body: bytes | dict[str, Any] | None = None
     headers: list[tuple[str, str]] | None = None
 
 
@@ -205,15 +294,23 @@ class Respond:
     fn: Callable[[RecordedRequest], Behaviour | None]
 
 
+SsePayload: TypeAlias = str | dict[str, Any] | tuple[str, str | dict[str, Any]]
+
+
 @dataclass
 class SseEvents:
     """Stream these ``data:`` payloads verbatim (dicts JSON-encoded), then ``data: [DONE]``.
 
     A 200 ``text/event-stream; charset=utf-8`` answer with chunked framing, for tests that need
     a provider's exact wire shape rather than the one :class:`Reply` builds.
+
+    An ``(event, payload)`` tuple also writes an ``event:`` line. On the Anthropic and
+    Responses routes a dict payload with a ``"type"`` gets ``event: <type>`` by itself, and
+    no ``[DONE]`` is sent (those APIs send none); ``done`` forces it either way.
     """
 
-    payloads: list[str | dict[str, Any]]
+    payloads: list[SsePayload]
+    done: bool | None = None
 
 
 Behaviour: TypeAlias = (
@@ -287,6 +384,8 @@ def _normalize_tool_calls(tool_calls: list[dict[str, Any]]) -> list[dict[str, An
     out = []
     for i, tc in enumerate(tool_calls):
         fn = dict(tc.get("function") or {})
+        if "function" not in tc:  # flat form: {"name": ..., "arguments" | "input": ...}
+            fn = {"name": tc.get("name", ""), "arguments": tc.get("arguments", tc.get("input", ""))}
         args = fn.get("arguments", "")
         if not isinstance(args, str):
             args = _dumps(args)
@@ -317,10 +416,33 @@ class _Answer:
     extra: dict[str, Any]
     stream: bool
     include_usage: bool
+    stop_reason: str | None = None
 
     @property
     def finish_reason(self) -> str:
+        if self.stop_reason is not None:
+            return _CHAT_FINISH_REASONS.get(self.stop_reason, self.stop_reason)
         return "tool_calls" if self.tool_calls else "stop"
+
+    # The _Output protocol (see below).
+
+    def body(self) -> Any:
+        return self.completion()
+
+    def frames(self) -> list[bytes]:
+        return [_frame(None, event) for event in self.events()]
+
+    def json_headers(self) -> list[tuple[str, str]]:
+        return [("x-request-id", f"req_mock_{self.id}"), *_ANSWER_HEADERS]
+
+    def stream_headers(self) -> list[tuple[str, str]]:
+        return [
+            ("content-type", "text/event-stream; charset=utf-8"),
+            ("cache-control", "no-cache"),
+            ("transfer-encoding", "chunked"),
+            ("x-request-id", f"req_mock_{self.id}"),
+            *_ANSWER_HEADERS,
+        ]
 
     def completion(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.content, "refusal": None}
@@ -390,6 +512,578 @@ class _Answer:
             events.append(_dumps(usage_chunk))
         events.append("[DONE]")
         return events
+
+
+def _frame(event: str | None, data: str) -> bytes:
+    """One SSE event: an optional ``event:`` line, one ``data:`` line, a blank line."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+def _event(name: str, obj: dict[str, Any]) -> bytes:
+    return _frame(name, _dumps(obj))
+
+
+class _Output(Protocol):
+    """A Reply rendered in one route's wire format."""
+
+    stream: bool
+
+    def body(self) -> Any: ...  # the JSON answer of a non-stream request
+
+    def frames(self) -> list[bytes]: ...  # the SSE events of a stream request
+
+    def json_headers(self) -> list[tuple[str, str]]: ...
+
+    def stream_headers(self) -> list[tuple[str, str]]: ...
+
+
+@dataclass
+class _JsonOutput:
+    """A route that never streams (count_tokens, embeddings)."""
+
+    obj: dict[str, Any]
+    headers: list[tuple[str, str]]
+    stream: bool = False
+
+    def body(self) -> Any:
+        return self.obj
+
+    def frames(self) -> list[bytes]:
+        return []
+
+    def json_headers(self) -> list[tuple[str, str]]:
+        return self.headers
+
+    def stream_headers(self) -> list[tuple[str, str]]:  # pragma: no cover - never streams
+        return self.headers
+
+
+def _sse_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [
+        ("content-type", _SSE_CONTENT_TYPE),
+        ("cache-control", "no-cache"),
+        ("transfer-encoding", "chunked"),
+        *headers,
+    ]
+
+
+def _flat_tool_calls(tool_calls: list[dict[str, Any]] | None) -> list[tuple[str | None, str, str]]:
+    """``(given id or None, name, arguments JSON text)`` of Reply.tool_calls in either form."""
+    out: list[tuple[str | None, str, str]] = []
+    for tc, norm in zip(tool_calls or [], _normalize_tool_calls(tool_calls or []), strict=True):
+        out.append((tc.get("id") or None, norm["function"]["name"], norm["function"]["arguments"]))
+    return out
+
+
+def _output_tokens(text: str | None, tools: Iterable[tuple[Any, str, str]]) -> int:
+    return max(1, _count_tokens(text or "") + sum(1 + _count_tokens(a) for _, _, a in tools))
+
+
+# ---- Anthropic Messages ----------------------------------------------------------------------
+
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+_ANTHROPIC_ERROR_MESSAGES = {
+    429: "Number of requests has exceeded your per-minute rate limit (mock)",
+    529: "Overloaded",
+}
+
+
+def _anthropic_error_type(status: int) -> str:
+    default = "invalid_request_error" if status < 500 else "api_error"
+    return _ANTHROPIC_ERROR_TYPES.get(status, default)
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return f"Error {status}"
+
+
+def _anthropic_headers(request_id: str) -> list[tuple[str, str]]:
+    reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+    headers = [("request-id", request_id), ("anthropic-organization-id", _ANTHROPIC_ORGANIZATION)]
+    for kind, limit in (
+        ("requests", 4000),
+        ("input-tokens", 400_000),
+        ("output-tokens", 80_000),
+        ("tokens", 480_000),
+    ):
+        remaining = limit - 1 if kind == "requests" else limit
+        headers += [
+            (f"anthropic-ratelimit-{kind}-limit", str(limit)),
+            (f"anthropic-ratelimit-{kind}-remaining", str(remaining)),
+            (f"anthropic-ratelimit-{kind}-reset", reset),
+        ]
+    return headers
+
+
+def _anthropic_text(content: Any) -> str:
+    """All the text of an Anthropic ``system`` / message ``content`` (for token counts)."""
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    if isinstance(content, list):
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            elif block.get("type") == "tool_result":
+                parts.append(_anthropic_text(block.get("content")))
+            elif block.get("type") == "tool_use":
+                parts.append(_dumps(block.get("input", {})))
+    return " ".join(parts)
+
+
+def _tools_tokens(tools: Any) -> int:
+    if not isinstance(tools, list):
+        return 0
+    return sum(3 + len(_dumps(tool)) // 4 for tool in tools)
+
+
+def _anthropic_input_tokens(payload: dict[str, Any]) -> int:
+    """Input tokens of a Messages request: messages, system and tools (count_tokens agrees)."""
+    total = 3 + _tools_tokens(payload.get("tools"))
+    if payload.get("system"):
+        total += 3 + _count_tokens(_anthropic_text(payload["system"]))
+    messages = payload.get("messages")
+    for msg in messages if isinstance(messages, list) else []:
+        if isinstance(msg, dict):
+            total += 3 + _count_tokens(_anthropic_text(msg.get("content")))
+    return total
+
+
+@dataclass
+class _MessagesOutput:
+    """A Reply as an Anthropic Message / Messages SSE stream."""
+
+    id: str
+    request_id: str
+    model: str
+    text: str | None
+    tools: list[tuple[str, str, str]]  # (toolu id, name, arguments JSON text)
+    usage: dict[str, Any]
+    stop_reason: str
+    extra: dict[str, Any]
+    stream: bool
+
+    def _blocks(self) -> list[tuple[dict[str, Any], str]]:
+        """Content blocks, each with the text its stream deltas carry."""
+        blocks: list[tuple[dict[str, Any], str]] = []
+        if self.text is not None and (self.text or not self.tools):
+            blocks.append(({"type": "text", "text": self.text}, self.text))
+        for tid, name, args in self.tools:
+            tool_input = json.loads(args) if args.strip() else {}
+            if not isinstance(tool_input, dict):
+                raise ValueError(f"Anthropic tool_use input must be a JSON object: {args!r}")
+            block = {"type": "tool_use", "id": tid, "name": name, "input": tool_input}
+            blocks.append((block, args))
+        return blocks
+
+    def _message(
+        self, content: list[dict[str, Any]], stop_reason: str | None, usage: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": usage,
+            **self.extra,
+        }
+
+    def body(self) -> Any:
+        return self._message([b for b, _ in self._blocks()], self.stop_reason, self.usage)
+
+    def frames(self) -> list[bytes]:
+        start_usage = {**self.usage, "output_tokens": 1}
+        frames = [
+            _event(
+                "message_start",
+                {"type": "message_start", "message": self._message([], None, start_usage)},
+            )
+        ]
+        ping = _event("ping", {"type": "ping"})
+        for index, (block, text) in enumerate(self._blocks()):
+            start: dict[str, Any]
+            if block["type"] == "text":
+                start = {"type": "text", "text": ""}
+                deltas = [{"type": "text_delta", "text": piece} for piece in _split_text(text)]
+            else:
+                start = {**block, "input": {}}
+                pieces = ["", *_split_text(text, min_size=4)]
+                deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
+            frames.append(
+                _event(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": start},
+                )
+            )
+            if index == 0:
+                frames.append(ping)
+            for delta in deltas:
+                frames.append(
+                    _event(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": index, "delta": delta},
+                    )
+                )
+            frames.append(
+                _event("content_block_stop", {"type": "content_block_stop", "index": index})
+            )
+        if len(frames) == 1:
+            frames.append(ping)
+        frames.append(
+            _event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": self.usage.get("output_tokens", 0)},
+                },
+            )
+        )
+        frames.append(_event("message_stop", {"type": "message_stop"}))
+        return frames
+
+    def json_headers(self) -> list[tuple[str, str]]:
+        return _anthropic_headers(self.request_id)
+
+    def stream_headers(self) -> list[tuple[str, str]]:
+        return _sse_headers(_anthropic_headers(self.request_id))
+
+
+# ---- OpenAI Responses ------------------------------------------------------------------------
+
+
+def _openai_error(
+    message: str, type_: str = "invalid_request_error", param: str | None = None,
+    code: str | None = None,
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _openai_status_error(status: int) -> dict[str, Any]:
+    """The body OpenAI sends with ``status`` (what an empty Status answers on its routes)."""
+    if status == 429:
+        return _openai_error(
+            "Rate limit reached for requests (mock)", "requests", None, "rate_limit_exceeded"
+        )
+    if status == 401:
+        return _openai_error("Incorrect API key provided", code="invalid_api_key")
+    if status >= 500:
+        return _openai_error(
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+        )
+    return _openai_error(f"{_status_phrase(status)} (mock)")
+
+
+def _openai_headers(request_id: str) -> list[tuple[str, str]]:
+    return [
+        ("x-request-id", request_id),
+        ("openai-version", "2020-10-01"),
+        ("openai-processing-ms", "1"),
+        *_ANSWER_HEADERS,
+    ]
+
+
+def _responses_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and part.get("type") in ("input_text", "output_text", "text"):
+                parts.append(str(part.get("text", "")))
+    return " ".join(parts)
+
+
+def _responses_input_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = payload.get("input")
+    if isinstance(raw, str):
+        return [{"role": "user", "content": raw}]
+    return [item for item in raw if isinstance(item, dict)] if isinstance(raw, list) else []
+
+
+def _responses_input_tokens(payload: dict[str, Any]) -> int:
+    total = 3 + _tools_tokens(payload.get("tools"))
+    if isinstance(payload.get("instructions"), str):
+        total += 3 + _count_tokens(payload["instructions"])
+    for item in _responses_input_items(payload):
+        if "content" in item:
+            text = _responses_text(item["content"])
+        else:
+            text = str(item.get("output") or item.get("arguments") or "")
+        total += 3 + _count_tokens(text)
+    return total
+
+
+def _responses_echo(payload: dict[str, Any]) -> str:
+    for item in reversed(_responses_input_items(payload)):
+        if item.get("role") == "user":
+            return _responses_text(item.get("content"))
+    return ""
+
+
+def _responses_tools(tools: Any) -> list[Any]:
+    """Request tools as the Responses API echoes them (function tools get its defaults)."""
+    out: list[Any] = []
+    for tool in tools if isinstance(tools, list) else []:
+        if isinstance(tool, dict) and tool.get("type") == "function":
+            tool = {"description": None, "strict": True, **tool}
+        out.append(tool)
+    return out
+
+
+@dataclass
+class _ResponsesOutput:
+    """A Reply as an OpenAI Response object / Responses SSE stream."""
+
+    id: str
+    request_id: str
+    created_at: int
+    model: str
+    message_id: str
+    text: str | None
+    tools: list[tuple[str, str, str, str]]  # (fc item id, call id, name, arguments)
+    usage: dict[str, Any]
+    incomplete: bool
+    extra: dict[str, Any]
+    payload: dict[str, Any]
+    stream: bool
+
+    @property
+    def _status(self) -> str:
+        return "incomplete" if self.incomplete else "completed"
+
+    def _message_item(self, status: str, text: str | None) -> dict[str, Any]:
+        content = [] if text is None else [self._text_part(text)]
+        return {
+            "id": self.message_id,
+            "type": "message",
+            "status": status,
+            "content": content,
+            "role": "assistant",
+        }
+
+    @staticmethod
+    def _text_part(text: str) -> dict[str, Any]:
+        return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+    @staticmethod
+    def _call_item(tool: tuple[str, str, str, str], status: str, args: str) -> dict[str, Any]:
+        item_id, call_id, name, _ = tool
+        return {
+            "id": item_id,
+            "type": "function_call",
+            "status": status,
+            "arguments": args,
+            "call_id": call_id,
+            "name": name,
+        }
+
+    @property
+    def _has_message(self) -> bool:
+        return self.text is not None and (bool(self.text) or not self.tools)
+
+    def _output(self) -> list[dict[str, Any]]:
+        items = [self._message_item(self._status, self.text)] if self._has_message else []
+        items += [self._call_item(tool, "completed", tool[3]) for tool in self.tools]
+        return items
+
+    def response(self, done: bool) -> dict[str, Any]:
+        """The Response object: as first created (``done=False``) or as finished."""
+        p = self.payload
+        text_config: dict[str, Any] = p["text"] if isinstance(p.get("text"), dict) else {}
+        reasoning: dict[str, Any] = (
+            p["reasoning"] if isinstance(p.get("reasoning"), dict) else {}
+        )
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": self._status if done else "in_progress",
+            "background": bool(p.get("background", False)),
+            "completed_at": self.created_at if done and not self.incomplete else None,
+            "error": None,
+            "incomplete_details": (
+                {"reason": "max_output_tokens"} if done and self.incomplete else None
+            ),
+            "instructions": p.get("instructions"),
+            "max_output_tokens": p.get("max_output_tokens"),
+            "max_tool_calls": p.get("max_tool_calls"),
+            "model": self.model,
+            "output": self._output() if done else [],
+            "parallel_tool_calls": p.get("parallel_tool_calls", True),
+            "previous_response_id": p.get("previous_response_id"),
+            "prompt_cache_key": p.get("prompt_cache_key"),
+            "reasoning": {"effort": None, "summary": None, **reasoning},
+            "safety_identifier": p.get("safety_identifier"),
+            "service_tier": "default",
+            "store": p.get("store", True),
+            "temperature": p.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}, "verbosity": "medium", **text_config},
+            "tool_choice": p.get("tool_choice", "auto"),
+            "tools": _responses_tools(p.get("tools")),
+            "top_logprobs": p.get("top_logprobs", 0),
+            "top_p": p.get("top_p", 1.0),
+            "truncation": p.get("truncation", "disabled"),
+            "usage": self.usage if done else None,
+            "user": p.get("user"),
+            "metadata": p.get("metadata") or {},
+            **self.extra,
+        }
+
+    def body(self) -> Any:
+        return self.response(done=True)
+
+    def frames(self) -> list[bytes]:
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": self.response(done=False)},
+            {"type": "response.in_progress", "response": self.response(done=False)},
+        ]
+        output_index = 0
+        if self._has_message:
+            text = self.text or ""
+            where = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
+            events.append(
+                {
+                    "type": "response.output_item.added",
+                    "output_index": 0,
+                    "item": self._message_item("in_progress", None),
+                }
+            )
+            events.append(
+                {"type": "response.content_part.added", **where, "part": self._text_part("")}
+            )
+            for piece in _split_text(text):
+                events.append(
+                    {"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}
+                )
+            events.append(
+                {"type": "response.output_text.done", **where, "text": text, "logprobs": []}
+            )
+            events.append(
+                {"type": "response.content_part.done", **where, "part": self._text_part(text)}
+            )
+            events.append(
+                {
+                    "type": "response.output_item.done",
+                    "output_index": 0,
+                    "item": self._message_item(self._status, text),
+                }
+            )
+            output_index = 1
+        for offset, tool in enumerate(self.tools):
+            index = output_index + offset
+            where = {"item_id": tool[0], "output_index": index}
+            events.append(
+                {
+                    "type": "response.output_item.added",
+                    "output_index": index,
+                    "item": self._call_item(tool, "in_progress", ""),
+                }
+            )
+            for piece in _split_text(tool[3], min_size=4):
+                events.append(
+                    {"type": "response.function_call_arguments.delta", **where, "delta": piece}
+                )
+            events.append(
+                {"type": "response.function_call_arguments.done", **where, "arguments": tool[3]}
+            )
+            events.append(
+                {
+                    "type": "response.output_item.done",
+                    "output_index": index,
+                    "item": self._call_item(tool, "completed", tool[3]),
+                }
+            )
+        final = "response.incomplete" if self.incomplete else "response.completed"
+        events.append({"type": final, "response": self.response(done=True)})
+        frames = []
+        for seq, event in enumerate(events):
+            obj = {"type": event.pop("type"), "sequence_number": seq, **event}
+            frames.append(_event(obj["type"], obj))
+        return frames
+
+    def json_headers(self) -> list[tuple[str, str]]:
+        return _openai_headers(self.request_id)
+
+    def stream_headers(self) -> list[tuple[str, str]]:
+        return _sse_headers(_openai_headers(self.request_id))
+
+
+# ---- OpenAI embeddings -----------------------------------------------------------------------
+
+
+def mock_embedding(text: str, dimensions: int = _DEFAULT_EMBEDDING_DIMENSIONS) -> list[float]:
+    """The unit-length vector the mock answers for ``text`` (deterministic, float32-exact).
+
+    A token-array input is embedded as ``mock_embedding(json.dumps(tokens))`` (compact JSON).
+    """
+    raw = b""
+    counter = 0
+    while len(raw) < 4 * dimensions:
+        raw += hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        counter += 1
+    values = [u / 2**31 - 1.0 for u in struct.unpack(f"<{dimensions}I", raw[: 4 * dimensions])]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    packed = struct.pack(f"<{dimensions}f", *(v / norm for v in values))
+    return list(struct.unpack(f"<{dimensions}f", packed))
+
+
+def _embedding_inputs(raw: Any) -> list[tuple[str, int]] | None:
+    """``(text to embed, token count)`` per input, or None when ``input`` is invalid."""
+
+    def tokens(x: Any) -> bool:
+        return (
+            isinstance(x, list) and bool(x)
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
+        )
+
+    if isinstance(raw, str):
+        return [(raw, _count_tokens(raw))] if raw else None
+    if not isinstance(raw, list) or not raw:
+        return None
+    if tokens(raw):
+        return [(_dumps(raw), len(raw))]
+    if all(isinstance(x, str) and x for x in raw):
+        return [(x, _count_tokens(x)) for x in raw]
+    if all(tokens(x) for x in raw):
+        return [(_dumps(x), len(x)) for x in raw]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Routes: how behaviours are rendered on each generation endpoint
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Route:
+    """A generation endpoint: renders Replies, default error bodies and raw SSE its own way."""
+
+    output: Callable[[Reply], _Output]
+    error_body: Callable[[int], Any]  # what a body-less Status sends
+    status_headers: list[tuple[str, str]]  # added to Status answers unless already given
+    sse_headers: list[tuple[str, str]]  # of SseEvents answers
+    sse_done: bool  # SseEvents end with data: [DONE]
+    named_events: bool  # SseEvents dicts with a "type" get "event: <type>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,6 +1179,8 @@ class MockProvider:
         else:
             self.models = ["gpt-4o-mini", "gpt-4o"]
         self.requests: list[RecordedRequest] = []
+        # Responses created by POST /v1/responses (unless "store": false), by id, as finished.
+        self.stored_responses: dict[str, dict[str, Any]] = {}
         # Unexpected exceptions raised inside connection handlers (a healthy run leaves it empty).
         self.errors: list[BaseException] = []
         # Behaviour used when the script queue is empty; None means Reply() (echo).
@@ -519,12 +1215,30 @@ class MockProvider:
         return f"{self.origin}/v1"
 
     @property
+    def anthropic_headers(self) -> dict[str, str]:
+        """The auth headers a ``kind="anthropic"`` mock wants (``x-api-key`` + version).
+
+        anthropic SDK 2.x sends its key as ``Authorization: Bearer``, which this mock refuses
+        (like a wrong key): give the SDK ``default_headers=mock.anthropic_headers``.
+        """
+        return {"x-api-key": self.api_key, "anthropic-version": ANTHROPIC_VERSION}
+
+    @property
     def chat_requests(self) -> list[RecordedRequest]:
         with self._cond:
             return [r for r in self.requests if r.path.split("?", 1)[0] == "/v1/chat/completions"]
 
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        """Recorded requests whose path (without the query string) is ``path``."""
+        with self._cond:
+            return [r for r in self.requests if r.path.split("?", 1)[0] == path]
+
     def script(self, *behaviours: Behaviour) -> None:
-        """Queue behaviours; each chat request consumes one (then the default applies)."""
+        """Queue behaviours; each generation request consumes one (then the default applies).
+
+        Generation requests: ``POST`` to chat/completions, messages, messages/count_tokens,
+        responses and embeddings (not models, nor GET/DELETE of a stored response).
+        """
         with self._cond:
             self._script.extend(behaviours)
 
@@ -535,11 +1249,12 @@ class MockProvider:
             return len(self._script)
 
     def clear(self) -> None:
-        """Forget recorded requests/errors and drop any queued behaviours."""
+        """Forget recorded requests/errors/stored responses and drop any queued behaviours."""
         with self._cond:
             self._script.clear()
             del self.requests[:]
             del self.errors[:]
+            self.stored_responses.clear()
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> bool:
         """Block until at least ``n`` requests were recorded; False on timeout."""
@@ -708,19 +1423,21 @@ class MockProvider:
 
     def _error_body(self, status: int, message: str, type_: str, code: str | None) -> Any:
         if self.kind == "anthropic":
-            anthropic_type = {
-                401: "authentication_error",
-                404: "not_found_error",
-                429: "rate_limit_error",
-            }.get(status, "invalid_request_error" if status < 500 else "api_error")
+            anthropic_type = _anthropic_error_type(status)
             return {"type": "error", "error": {"type": anthropic_type, "message": message}}
         return {"error": {"message": message, "type": type_, "code": code}}
 
+    @staticmethod
+    def _known_anthropic_version(version: str | None) -> bool:
+        return version is not None and (
+            version == ANTHROPIC_VERSION
+            or (_ANTHROPIC_VERSION_RE.fullmatch(version) is not None and version >= "2023-06-01")
+        )
+
     def _authorized(self, req: RecordedRequest) -> bool:
         if self.kind == "anthropic":
-            return (
-                req.header("x-api-key") == self.api_key
-                and req.header("anthropic-version") == ANTHROPIC_VERSION
+            return req.header("x-api-key") == self.api_key and self._known_anthropic_version(
+                req.header("anthropic-version")
             )
         return req.header("authorization") == f"Bearer {self.api_key}"
 
@@ -728,7 +1445,7 @@ class MockProvider:
         req = ex.request
         if not self._authorized(req):
             if self.kind == "anthropic":
-                missing = req.header("anthropic-version") != ANTHROPIC_VERSION
+                missing = not self._known_anthropic_version(req.header("anthropic-version"))
                 message = (
                     f"anthropic-version: header must be {ANTHROPIC_VERSION}"
                     if missing and req.header("x-api-key") == self.api_key
@@ -740,6 +1457,8 @@ class MockProvider:
             await ex.send_json(401, body)
             return
         path = req.path.split("?", 1)[0]
+        anthropic = self.kind == "anthropic"
+        stored = None if anthropic else re.fullmatch(r"/v1/responses/([^/]+)", path)
         if path == "/v1/chat/completions":
             if req.method != "POST":
                 await self._send_error(ex, 405, f"Method {req.method} not allowed")
@@ -750,6 +1469,15 @@ class MockProvider:
                 await self._send_error(ex, 405, f"Method {req.method} not allowed")
                 return
             await ex.send_json(200, self._models_body())
+        elif (anthropic and path in ("/v1/messages", "/v1/messages/count_tokens")) or (
+            not anthropic and path in ("/v1/responses", "/v1/embeddings")
+        ):
+            if req.method != "POST":
+                await self._send_error(ex, 405, f"Method {req.method} not allowed")
+                return
+            await self._generate(ex, path)
+        elif stored is not None:
+            await self._stored_response(ex, stored[1])
         else:
             await self._send_error(ex, 404, f"Unknown request URL: {req.method} {path}")
 
@@ -803,7 +1531,27 @@ class MockProvider:
             body = self._error_body(400, message, "invalid_request_error", None)
             await ex.send_json(400, body)
             return
-        await self._run(ex, self._next_behaviour(), payload)
+        await self._run(ex, self._next_behaviour(), self._chat_route(payload))
+
+    def _chat_route(self, payload: dict[str, Any]) -> _Route:
+        return _Route(
+            output=lambda reply: self._answer(reply, payload),
+            error_body=_openai_status_error,
+            status_headers=[],
+            sse_headers=[
+                ("content-type", _SSE_CONTENT_TYPE),
+                ("transfer-encoding", "chunked"),
+                *_ANSWER_HEADERS,
+            ],
+            sse_done=True,
+            named_events=False,
+        )
+
+    def _model_of(self, payload: dict[str, Any], default: str) -> str:
+        model = payload.get("model")
+        if isinstance(model, str):
+            return model
+        return self.models[0] if self.models else default
 
     def _answer(self, reply: Reply, payload: dict[str, Any]) -> _Answer:
         messages = payload.get("messages")
@@ -828,12 +1576,9 @@ class MockProvider:
         include_usage = isinstance(stream_options, dict) and (
             stream_options.get("include_usage") is True
         )
-        model = payload.get("model")
-        if not isinstance(model, str):
-            model = self.models[0] if self.models else "mock-model"
         return _Answer(
             id=f"chatcmpl-mock{next(self._req_ids)}",
-            model=model,
+            model=self._model_of(payload, "mock-model"),
             created=int(time.time()),
             content=content,
             tool_calls=tool_calls,
@@ -841,19 +1586,274 @@ class MockProvider:
             extra={**_DEFAULT_EXTRA, **(reply.extra or {})},
             stream=payload.get("stream") is True,
             include_usage=include_usage,
+            stop_reason=reply.stop_reason,
         )
 
-    async def _run(self, ex: _Exchange, behaviour: Behaviour, payload: dict[str, Any]) -> None:
+    # ---- Anthropic Messages, OpenAI Responses and embeddings -------------------------------
+
+    async def _generate(self, ex: _Exchange, path: str) -> None:
+        """A POST to one of the non-chat generation routes: validate, then run a behaviour."""
+        try:
+            payload = ex.request.json
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            message = "We could not parse the JSON body of your request."
+            if self.kind == "anthropic":
+                body = self._error_body(400, message, "invalid_request_error", None)
+            else:
+                body = _openai_error(message)
+            await ex.send_json(400, body)
+            return
+        problem = self._validate(path, payload)
+        if problem is not None:
+            await ex.send_json(400, problem)
+            return
+        n = next(self._req_ids)
+        if path == "/v1/messages":
+            route = self._messages_route(payload, n)
+        elif path == "/v1/messages/count_tokens":
+            route = self._count_tokens_route(payload, n)
+        elif path == "/v1/responses":
+            route = self._responses_route(payload, n)
+        else:
+            route = self._embeddings_route(payload, n)
+        await self._run(ex, self._next_behaviour(), route)
+
+    def _validate(self, path: str, payload: dict[str, Any]) -> Any:
+        """The 400 body the real API sends for a malformed request, or None."""
+        if path.startswith("/v1/messages"):
+            required = ["model", "messages"]
+            if path == "/v1/messages":
+                required.insert(1, "max_tokens")
+            for field in required:
+                if field not in payload:
+                    return self._error_body(400, f"{field}: Field required", "", None)
+            max_tokens = payload.get("max_tokens", 1)
+            if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+                return self._error_body(400, "max_tokens: Input should be a valid integer", "",
+                                        None)
+            if not isinstance(payload["messages"], list):
+                return self._error_body(400, "messages: Input should be a valid list", "", None)
+            return None
+        if not isinstance(payload.get("model"), str):
+            return _openai_error("Missing required parameter: 'model'.", param="model",
+                                 code="missing_required_parameter")
+        if path == "/v1/responses":
+            previous = payload.get("previous_response_id")
+            if previous is not None and previous not in self.stored_responses:
+                return _openai_error(
+                    f"Previous response with id '{previous}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            return None
+        if _embedding_inputs(payload.get("input")) is None:
+            return _openai_error(
+                "'$.input' is invalid. Please check the API reference: "
+                "https://platform.openai.com/docs/api-reference.",
+                param="input",
+            )
+        if payload.get("encoding_format", "float") not in ("float", "base64"):
+            return _openai_error(
+                f"Invalid value: '{payload['encoding_format']}'. Supported values are: "
+                "'float' and 'base64'.",
+                param="encoding_format",
+                code="invalid_value",
+            )
+        dims = payload.get("dimensions", _DEFAULT_EMBEDDING_DIMENSIONS)
+        if (
+            not isinstance(dims, int) or isinstance(dims, bool)
+            or not 1 <= dims <= _MAX_EMBEDDING_DIMENSIONS
+        ):
+            return _openai_error(
+                f"Invalid value for 'dimensions' = {dims}. Must be between 1 and "
+                f"{_MAX_EMBEDDING_DIMENSIONS}.",
+                param="dimensions",
+            )
+        return None
+
+    def _anthropic_route(self, output: Callable[[Reply], _Output], request_id: str) -> _Route:
+        def error_body(status: int) -> Any:
+            message = _ANTHROPIC_ERROR_MESSAGES.get(status, _status_phrase(status))
+            return {
+                "type": "error",
+                "error": {"type": _anthropic_error_type(status), "message": message},
+                "request_id": request_id,
+            }
+
+        headers = _anthropic_headers(request_id)
+        return _Route(
+            output=output,
+            error_body=error_body,
+            status_headers=[("request-id", request_id)],
+            sse_headers=_sse_headers(headers),
+            sse_done=False,
+            named_events=True,
+        )
+
+    def _openai_route(
+        self, output: Callable[[Reply], _Output], request_id: str, named_events: bool
+    ) -> _Route:
+        return _Route(
+            output=output,
+            error_body=_openai_status_error,
+            status_headers=[("x-request-id", request_id)],
+            sse_headers=_sse_headers(_openai_headers(request_id)),
+            sse_done=not named_events,
+            named_events=named_events,
+        )
+
+    def _messages_route(self, payload: dict[str, Any], n: int) -> _Route:
+        request_id = f"req_mock{n:012d}"
+
+        def output(reply: Reply) -> _Output:
+            tools = [
+                (given or f"toolu_mock_{i}", name, args)
+                for i, (given, name, args) in enumerate(_flat_tool_calls(reply.tool_calls))
+            ]
+            text = reply.content
+            if text is None and not tools:
+                text = "echo: " + _last_user_text(payload.get("messages"))
+            usage: dict[str, Any] = {
+                "input_tokens": _anthropic_input_tokens(payload),
+                "output_tokens": _output_tokens(text, tools),
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                **(reply.usage or {}),
+            }
+            return _MessagesOutput(
+                id=f"msg_mock{n:012d}",
+                request_id=request_id,
+                model=self._model_of(payload, "claude-3-5-sonnet-20241022"),
+                text=text,
+                tools=tools,
+                usage=usage,
+                stop_reason=reply.stop_reason or ("tool_use" if tools else "end_turn"),
+                extra=dict(reply.extra or {}),
+                stream=payload.get("stream") is True,
+            )
+
+        return self._anthropic_route(output, request_id)
+
+    def _count_tokens_route(self, payload: dict[str, Any], n: int) -> _Route:
+        request_id = f"req_mock{n:012d}"
+
+        def output(reply: Reply) -> _Output:
+            count = {"input_tokens": _anthropic_input_tokens(payload), **(reply.usage or {})}
+            body = {"input_tokens": count["input_tokens"], **(reply.extra or {})}
+            return _JsonOutput(body, _anthropic_headers(request_id))
+
+        return self._anthropic_route(output, request_id)
+
+    def _responses_route(self, payload: dict[str, Any], n: int) -> _Route:
+        request_id = f"req_mock{n:012d}"
+
+        def output(reply: Reply) -> _Output:
+            tools = [
+                (f"fc_mock{n:012d}_{i}", given or f"call_mock_{i}", name, args)
+                for i, (given, name, args) in enumerate(_flat_tool_calls(reply.tool_calls))
+            ]
+            text = reply.content
+            if text is None and not tools:
+                text = "echo: " + _responses_echo(payload)
+            input_tokens = _responses_input_tokens(payload)
+            output_tokens = _output_tokens(text, [(None, t[2], t[3]) for t in tools])
+            usage: dict[str, Any] = {
+                "input_tokens": input_tokens,
+                # cache_write_tokens: required by the openai SDK's ResponseUsage model too.
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input_tokens + output_tokens,
+                **(reply.usage or {}),
+            }
+            out = _ResponsesOutput(
+                id=f"resp_mock{n:012d}",
+                request_id=request_id,
+                created_at=int(time.time()),
+                model=self._model_of(payload, "gpt-4o-mini"),
+                message_id=f"msg_mock{n:012d}",
+                text=text,
+                tools=tools,
+                usage=usage,
+                incomplete=reply.stop_reason == "max_tokens",
+                extra=dict(reply.extra or {}),
+                payload=payload,
+                stream=payload.get("stream") is True,
+            )
+            if payload.get("store", True) is not False:
+                with self._cond:
+                    self.stored_responses[out.id] = out.response(done=True)
+            return out
+
+        return self._openai_route(output, request_id, named_events=True)
+
+    def _embeddings_route(self, payload: dict[str, Any], n: int) -> _Route:
+        request_id = f"req_mock{n:012d}"
+
+        def output(reply: Reply) -> _Output:
+            inputs = _embedding_inputs(payload.get("input")) or []
+            dims = payload.get("dimensions", _DEFAULT_EMBEDDING_DIMENSIONS)
+            b64 = payload.get("encoding_format") == "base64"
+            data = []
+            for index, (text, _) in enumerate(inputs):
+                vector = mock_embedding(text, dims)
+                embedding: Any = vector
+                if b64:
+                    packed = struct.pack(f"<{len(vector)}f", *vector)
+                    embedding = base64.b64encode(packed).decode("ascii")
+                data.append({"object": "embedding", "index": index, "embedding": embedding})
+            tokens = sum(count for _, count in inputs)
+            model = self._model_of(payload, "text-embedding-3-small")
+            body = {
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens, **(reply.usage or {})},
+                **(reply.extra or {}),
+            }
+            return _JsonOutput(body, [*_openai_headers(request_id), ("openai-model", model)])
+
+        return self._openai_route(output, request_id, named_events=False)
+
+    async def _stored_response(self, ex: _Exchange, response_id: str) -> None:
+        """``GET`` / ``DELETE /v1/responses/{id}`` (no behaviour is consumed)."""
+        if ex.request.method not in ("GET", "DELETE"):
+            await self._send_error(ex, 405, f"Method {ex.request.method} not allowed")
+            return
+        with self._cond:
+            if ex.request.method == "GET":
+                found = self.stored_responses.get(response_id)
+            else:
+                found = self.stored_responses.pop(response_id, None)
+        headers = _openai_headers(f"req_mock{next(self._req_ids):012d}")
+        if found is None:
+            message = f"Response with id '{response_id}' not found."
+            await ex.send_json(404, _openai_error(message, param="response_id"), headers)
+        elif ex.request.method == "GET":
+            await ex.send_json(200, found, headers)
+        else:
+            await ex.send_json(
+                200, {"id": response_id, "object": "response", "deleted": True}, headers
+            )
+
+    # ---- behaviours ------------------------------------------------------------------------
+
+    async def _run(self, ex: _Exchange, behaviour: Behaviour, route: _Route) -> None:
         b: Behaviour = behaviour
         while isinstance(b, Respond):
             chosen = b.fn(ex.request)
             b = chosen if chosen is not None else Reply()
 
         if isinstance(b, Reply):
-            await self._send_answer(ex, self._answer(b, payload), self.chunk_delay)
+            await self._send_output(ex, route.output(b), self.chunk_delay)
         elif isinstance(b, Status):
             headers = [(str(k), str(v)) for k, v in (b.headers or [])]
-            if isinstance(b.body, dict):
+            if b.body is None:
+                body = _dumps(route.error_body(b.status)).encode()
+                ctype = "application/json"
+            elif isinstance(b.body, dict):
                 body = _dumps(b.body).encode()
                 ctype = "application/json"
             else:
@@ -861,19 +1861,25 @@ class MockProvider:
                 ctype = "text/plain; charset=utf-8"
             if not _headers_have(headers, "content-type"):
                 headers.insert(0, ("content-type", ctype))
+            for name, value in route.status_headers:
+                if not _headers_have(headers, name):
+                    headers.append((name, value))
             await ex.send_full(b.status, body, headers)
         elif isinstance(b, SseEvents):
-            await ex.start_response(200, [
-                ("content-type", "text/event-stream; charset=utf-8"),
-                ("transfer-encoding", "chunked"),
-                *_ANSWER_HEADERS,
-            ])
-            for payload in [*b.payloads, "[DONE]"]:
-                await ex.send_event(payload if isinstance(payload, str) else _dumps(payload))
+            await ex.start_response(200, route.sse_headers)
+            for item in b.payloads:
+                event, data = item if isinstance(item, tuple) else (None, item)
+                if event is None and isinstance(data, dict) and route.named_events:
+                    event = data.get("type") if isinstance(data.get("type"), str) else None
+                await ex.send(
+                    h11.Data(data=_frame(event, data if isinstance(data, str) else _dumps(data)))
+                )
+            if b.done if b.done is not None else route.sse_done:
+                await ex.send_event("[DONE]")
             await ex.send(h11.EndOfMessage())
         elif isinstance(b, DelayHeaders):
             await asyncio.sleep(b.seconds)
-            await self._run(ex, b.then if b.then is not None else Reply(), payload)
+            await self._run(ex, b.then if b.then is not None else Reply(), route)
         elif isinstance(b, Hang):
             # Never answer; notice the client leaving so the handler does not linger.
             while await ex.reader.read(65536):
@@ -882,14 +1888,14 @@ class MockProvider:
         elif isinstance(b, ResetBeforeHeaders):
             await ex.reset()
         elif isinstance(b, ResetMidStream):
-            answer = self._answer(b.reply or Reply(), payload)
-            if answer.stream:
-                await self._start_stream(ex, answer)
-                for event in answer.events()[: max(0, b.after_chunks)]:
-                    await ex.send_event(event)
+            out = route.output(b.reply or Reply())
+            if out.stream:
+                await ex.start_response(200, out.stream_headers())
+                for frame in out.frames()[: max(0, b.after_chunks)]:
+                    await ex.send(h11.Data(data=frame))
                     await asyncio.sleep(self.chunk_delay)
             else:
-                body = _dumps(answer.completion()).encode()
+                body = _dumps(out.body()).encode()
                 await ex.start_response(
                     200,
                     [("content-type", "application/json"), ("content-length", str(len(body)))],
@@ -898,35 +1904,20 @@ class MockProvider:
             await asyncio.sleep(0.05)  # let the client consume what was sent before the RST
             await ex.reset()
         elif isinstance(b, SlowStream):
-            answer = self._answer(b.reply or Reply(), payload)
-            if not answer.stream:
+            out = route.output(b.reply or Reply())
+            if not out.stream:
                 await asyncio.sleep(b.delay)
-            await self._send_answer(ex, answer, b.delay)
+            await self._send_output(ex, out, b.delay)
         else:  # pragma: no cover - defensive
             raise TypeError(f"not a mock behaviour: {b!r}")
 
-    async def _start_stream(self, ex: _Exchange, answer: _Answer) -> None:
-        await ex.start_response(
-            200,
-            [
-                ("content-type", "text/event-stream; charset=utf-8"),
-                ("cache-control", "no-cache"),
-                ("transfer-encoding", "chunked"),
-                ("x-request-id", f"req_mock_{answer.id}"),
-                *_ANSWER_HEADERS,
-            ],
-        )
-
-    async def _send_answer(self, ex: _Exchange, answer: _Answer, delay: float) -> None:
-        if not answer.stream:
-            await ex.send_json(
-                200, answer.completion(),
-                [("x-request-id", f"req_mock_{answer.id}"), *_ANSWER_HEADERS],
-            )
+    async def _send_output(self, ex: _Exchange, out: _Output, delay: float) -> None:
+        if not out.stream:
+            await ex.send_json(200, out.body(), out.json_headers())
             return
-        await self._start_stream(ex, answer)
-        for i, event in enumerate(answer.events()):
+        await ex.start_response(200, out.stream_headers())
+        for i, frame in enumerate(out.frames()):
             if i:
                 await asyncio.sleep(delay)
-            await ex.send_event(event)
+            await ex.send(h11.Data(data=frame))
         await ex.send(h11.EndOfMessage())
