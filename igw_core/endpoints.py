@@ -155,10 +155,11 @@ def _outbound(x: Exchange, provider: Provider, body: bytes, *, stream: bool,
 
 
 def relay(x: Exchange, provider: Provider, model: str, method: str, url: str, body: bytes,
-          *, stream: bool = False, auth: Headers | None = None) -> list[Effect]:
+          *, stream: bool = False, auth: Headers | None = None,
+          metered: bool = True) -> list[Effect]:
     """Send one request to ``provider`` and relay its answer; see :class:`RelayFlow`."""
     headers = _outbound(x, provider, body, stream=stream, auth=auth)
-    flow = RelayFlow(x, provider, model)
+    flow = RelayFlow(x, provider, model, metered=metered)
     return x.begin(flow, [CallProvider(0, provider.id, method, url, headers, body)])
 
 
@@ -221,7 +222,7 @@ def response_resource(x: Exchange, body: bytes) -> list[Effect]:
     path = _served(provider, _responses_path, "the Responses API")
     url = provider.url(path + head.path[len(_RESPONSES):]) + _forwarded_query(x)
     stream = x.query_param("stream") == "true"
-    return relay(x, provider, "", head.method, url, body, stream=stream)
+    return relay(x, provider, "", head.method, url, body, stream=stream, metered=False)
 
 
 # -- /v1/messages: Anthropic's Messages API, for any provider -----------------------------

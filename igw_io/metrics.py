@@ -50,7 +50,9 @@ _MAX_LABEL_LENGTH = 128
 OTHER = "other"
 UNKNOWN_PROVIDER = "unknown"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_CHAT_ROUTE = "/v1/chat/completions"
+#: The OpenTelemetry GenAI operation of each route that calls a model.
+_OPERATIONS = {"/v1/chat/completions": "chat", "/v1/messages": "chat", "/v1/responses": "chat",
+               "/v1/embeddings": "embeddings"}
 _Metric = TypeVar("_Metric", Counter, Histogram)
 
 # Buckets: the OpenTelemetry GenAI semantic conventions' advisory boundaries for the
@@ -212,23 +214,24 @@ class Metrics:
         duration = max(0.0, record.duration)
         child(self.responses, provider, method, route, status_label).inc()
         child(self.duration_ms, provider, method, route).observe(duration * 1000.0)
-        if route != _CHAT_ROUTE:
+        operation = _OPERATIONS.get(route)
+        if operation is None:
             return
 
         model = self._models(record.model, vouched=200 <= status < 300)
-        child(self.gen_ai_duration, "chat", provider, model,
+        child(self.gen_ai_duration, operation, provider, model,
               "" if status < 400 else status_label).observe(duration)
         if record.streamed and record.first_byte is not None:
-            child(self.gen_ai_ttft, "chat", provider, model).observe(
+            child(self.gen_ai_ttft, operation, provider, model).observe(
                 max(0.0, record.first_byte - record.started))
         usage = record.usage
         if usage is not None:
             child(self.prompt_tokens, provider, model).inc(usage.prompt_tokens)
             child(self.completion_tokens, provider, model).inc(usage.completion_tokens)
             child(self.total_tokens, provider, model).inc(usage.total_tokens)
-            child(self.gen_ai_tokens, "chat", provider, model, "input").observe(
+            child(self.gen_ai_tokens, operation, provider, model, "input").observe(
                 usage.prompt_tokens)
-            child(self.gen_ai_tokens, "chat", provider, model, "output").observe(
+            child(self.gen_ai_tokens, operation, provider, model, "output").observe(
                 usage.completion_tokens)
         for call in record.tool_calls:
             # Only tools from the configured servers' catalogues are executed, so a

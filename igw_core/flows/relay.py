@@ -71,17 +71,20 @@ class RelayFlow(Flow):
         provider: the provider called.
         model: the model as forwarded, for the report (``""`` when there is none).
         proxied: ``/proxy``: headers end to end and every status relayed as it is.
+        metered: read the answer's token usage (not for a stored answer fetched again,
+            whose tokens were counted when it was made).
     """
 
     DONE = Step.DONE
 
     def __init__(self, exchange: Exchange, provider: Provider, model: str = "", *,
-                 proxied: bool = False) -> None:
+                 proxied: bool = False, metered: bool = True) -> None:
         super().__init__(exchange, Step.AWAITING_HEAD)
         self.provider = provider
         self.upstream = provider
         self.model = model
         self.proxied = proxied
+        self.metered = metered
         self._tap: ResponseTap | None = None
         self._error_headers: tuple[tuple[bytes, bytes], ...] = ()
         self._error_body: list[bytes] = []
@@ -97,7 +100,8 @@ class RelayFlow(Flow):
         """It left after the whole answer reached it: served, not abandoned."""
         tap = self._tap
         if self.state is Step.RELAYING and tap is not None and tap.complete:
-            self.usage = tap.usage()
+            if self.metered:
+                self.usage = tap.usage()
             self.first_byte = event.first_data_at
             return True
         return False
@@ -148,7 +152,8 @@ class RelayFlow(Flow):
     def _on_relay_end(self, event: ProviderEnd) -> list[Effect]:
         tap = self._tap
         if tap is not None:
-            self.usage = tap.usage()
+            if self.metered:
+                self.usage = tap.usage()
             if self.exchange.gateway.settings.is_development:
                 self.log_upstream(self.status, tap.head)
         self.first_byte = event.first_data_at

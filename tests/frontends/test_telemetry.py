@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anthropic
 import httpcore
 import openai
 import pytest
@@ -432,3 +433,40 @@ def test_workers_share_the_port_and_the_parent_serves_the_sum_even_after_a_worke
     assert responses(gateway.scrape()) == 24  # a dead worker's counts stay in the sum
     burst(6)
     assert responses(wait_for(gateway, lambda s: responses(s) >= 30)) == 30
+
+
+def test_embeddings_responses_and_messages_are_counted_under_their_paths(
+    telemetry: Telemetry, client: openai.OpenAI, module_openai: MockProvider
+) -> None:
+    before = telemetry.scrape()
+    module_openai.script(Reply(usage=USAGE), Reply(usage={  # the Responses API's names
+        "input_tokens": 11, "output_tokens": 7, "total_tokens": 18}))
+    client.embeddings.create(model="openai/text-embedding-3-small", input="count me")
+    created = client.responses.create(model="openai/gpt-4o-mini", input="count me")
+    client.responses.retrieve(created.id)  # fetched again: counted, its tokens not again
+    claude = anthropic.Anthropic(base_url=telemetry.gateway.url, api_key=CLIENT_TOKEN,
+                                 max_retries=0, timeout=20)
+    module_openai.script(Reply(usage=USAGE))
+    claude.messages.create(model="openai/gpt-4o-mini", max_tokens=16,
+                           messages=[{"role": "user", "content": "count me"}])
+    ok = {"provider": "openai", "request_method": "POST", "status_code": "200"}
+    after = wait_for(telemetry, lambda s: total(s, "llm_responses_total", **ok,
+                                                request_path="/v1/messages") >= 1 + total(
+        before, "llm_responses_total", **ok, request_path="/v1/messages"))
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    for path in ("/v1/embeddings", "/v1/responses", "/v1/messages"):
+        assert delta("llm_responses_total", **ok, request_path=path) == 1, path
+    assert delta("llm_responses_total", provider="openai", request_method="GET",
+                 request_path="/v1/responses", status_code="200") == 1
+    # Embeddings report prompt tokens only; the Responses API and the translated
+    # message report both, each once.
+    assert delta("llm_usage_prompt_tokens_total", provider="openai",
+                 model="text-embedding-3-small") == 11
+    assert delta("llm_usage_prompt_tokens_total", provider="openai", model="gpt-4o-mini") == 22
+    assert delta("llm_usage_completion_tokens_total", provider="openai",
+                 model="gpt-4o-mini") == 14
+    assert delta("gen_ai_client_token_usage_sum", gen_ai_operation_name="embeddings",
+                 gen_ai_token_type="input") == 11
