@@ -117,6 +117,7 @@ class Exchange:
         self.head_sent = False
         self.flow: Flow | None = None
         self._endpoint: Endpoint | None = None
+        self._errors = OPENAI_ERRORS
         self._body: list[bytes] = []
         self._body_size = 0
         self._now = 0.0
@@ -133,9 +134,9 @@ class Exchange:
 
     @property
     def errors(self) -> ErrorShape:
-        """How this request's errors are shaped (the endpoint's API decides)."""
-        endpoint = self._endpoint
-        return endpoint.errors if endpoint is not None else OPENAI_ERRORS
+        """How this request's errors are shaped (the endpoint's API decides, even for a
+        refusal before routing, such as a 401)."""
+        return self._errors
 
     def query_param(self, name: str) -> str | None:
         """Return the first value of query parameter ``name`` (decoded), or ``None``."""
@@ -199,6 +200,7 @@ class Exchange:
             assert endpoint.on_head is not None
             return endpoint.on_head(self)
         if self.gateway.settings.auth_enable:
+            self._errors = find_endpoint(self.gateway, head.path).errors
             try:
                 self._authenticate()
             except AuthFailure as failure:
@@ -234,6 +236,7 @@ class Exchange:
     def _route(self) -> list[Effect]:
         head = self.head
         endpoint = self._endpoint = find_endpoint(self.gateway, head.path)
+        self._errors = endpoint.errors
         self._require(endpoint.methods)
         effects = endpoint.on_head(self) if endpoint.on_head is not None else []
         if endpoint.on_body is None:

@@ -324,3 +324,13 @@ def test_ready_answers_head_without_a_body() -> None:
     out = exchange.receive(RequestHead("HEAD", "/ready", "", [], 0.0))
     assert only(out, SendHead).status == 200
     assert not [e for e in out if isinstance(e, SendData)]
+
+
+def test_a_401_on_messages_is_in_anthropic_shape() -> None:
+    gateway = Gateway.from_settings(load_settings({
+        "AUTH_ENABLE": "true", "AUTH_OIDC_ISSUER": "https://issuer.example",
+        "AUTH_OIDC_CLIENT_ID": "igw", "ANTHROPIC_API_KEY": ANTHROPIC_KEY}))
+    exchange = Exchange(gateway, keys=None)
+    out = exchange.receive(RequestHead("POST", "/v1/messages", "", [], 0.0))
+    status, body = answered(out)
+    assert status in (401, 503) and json.loads(body)["type"] == "error"

@@ -68,9 +68,22 @@ def test_valid_token_through_the_openai_sdk(gateway: RunningGateway, idp: OIDCIs
     assert token not in gateway.log_text()
 
 
-@pytest.mark.parametrize("path", ["/v1/models", "/proxy/openai/v1/models", "/v1/nope"])
+@pytest.mark.parametrize("path", ["/v1/models", "/proxy/openai/v1/models", "/v1/nope",
+                                  "/v1/responses/resp_1", "/v1/mcp/tools"])
 def test_every_route_but_health_needs_a_token(gateway: RunningGateway, path: str) -> None:
     _assert_401(_get(gateway, path))
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens",
+                                  "/v1/responses", "/v1/embeddings"])
+def test_every_model_endpoint_needs_a_token(gateway: RunningGateway, path: str) -> None:
+    response = httpcore.request("POST", gateway.url + path, content=b'{"model":"claude-x"}',
+                                headers=[(b"content-type", b"application/json")])
+    _assert_401(response)
+
+
+def test_ready_needs_no_token(gateway: RunningGateway) -> None:
+    assert _get(gateway, "/ready").status == 200
 
 
 def test_wrong_scheme_and_malformed(gateway: RunningGateway, idp: OIDCIssuer) -> None:
