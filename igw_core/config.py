@@ -91,6 +91,8 @@ class Settings:
     client_idle_conn_timeout: float = 30.0
     client_response_header_timeout: float = 10.0
 
+    routing_enabled: bool = False
+    routing_config_path: str = ""
     proxy_enable: bool = True
     demo: bool = False
 
@@ -364,6 +366,8 @@ _PARSERS: dict[str, _Parser] = {
     "client_max_idle_conns_per_host": _count,
     "client_idle_conn_timeout": _duration,
     "client_response_header_timeout": _duration,
+    "routing_enabled": _boolean,
+    "routing_config_path": _text,
     "proxy_enable": _boolean,
     "demo": _boolean,
 }
@@ -380,6 +384,7 @@ _ALIASES = {
     "MCP_ENABLE_RECONNECT": "MCP_RECONNECT_ENABLED",
     "ENABLE_VISION": "VISION_ENABLED",
     "PROXY_ENABLE": "PROXY_ENABLED",
+    "ROUTING_ENABLED": "ROUTING_ENABLE",  # the reference spells this flag with a D
 }
 
 
