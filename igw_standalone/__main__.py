@@ -44,7 +44,7 @@ environment (every setting is an environment variable; the flags above win):
 
 Booleans are exactly 'true' or 'false'; durations are Go-style (500ms, 5s, 1m30s).
 A refused configuration exits with status 2 and lists every bad variable.
-Full reference: the "Configuration" section of README.md (docs/ for auth, MCP, telemetry).
+Full reference: docs/configuration.md (every variable, default and meaning); docs/ for the rest.
 """
 
 

@@ -175,7 +175,7 @@ def test_help_lists_flags_with_defaults_the_main_variables_and_the_reference() -
     for variable in ("SERVER_HOST", "SERVER_PORT", "{ID}_API_KEY", "AUTH_ENABLE", "MCP_ENABLE",
                      "TELEMETRY_ENABLE", "ENVIRONMENT"):
         assert variable in text
-    assert '"Configuration" section of README.md' in text
+    assert "docs/configuration.md" in text
 
 
 def test_engine_flags_are_kept_on_the_namespace() -> None:
