@@ -96,25 +96,30 @@ def with_model(body: bytes, request: dict[str, Any], model: str) -> bytes:
     return edited if edited is not None else encode_request(request)
 
 
-def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None) -> ChatPlan:
+def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None, *,
+              request: dict[str, Any] | None = None, route: Route | None = None) -> ChatPlan:
     """Validate a chat request and build what goes upstream.
 
     The provider prefix is stripped from ``model``, and streaming requests ask
     for a usage chunk where the provider accepts ``stream_options``. Unknown
-    fields are kept as they are.
+    fields are kept as they are. ``request`` is ``body`` already parsed (it is
+    changed); ``route`` is a deployment already chosen (a routing alias's, whose
+    policy was checked on the alias).
 
     Raises:
         BadRequest: malformed JSON, missing or unroutable model, image input
             while vision is off.
         Forbidden: the model policy refuses the model.
     """
-    request = parse_json_object(body)
+    if request is None:
+        request = parse_json_object(body)
     model = request.get("model")
     if not isinstance(model, str):
         raise BadRequest("'model' is required and must be a string", code="missing_model")
     if not isinstance(request.get("messages"), list):
         raise BadRequest("'messages' is required and must be an array", code="missing_messages")
-    route = route_request(gateway, request, provider_param)
+    if route is None:
+        route = route_request(gateway, request, provider_param)
     check_vision(gateway.settings.enable_vision, body, request, route.model)
     stream = request.get("stream") is True
     add_usage = reencode = False

@@ -45,6 +45,9 @@ class CallProvider(Effect):
         buffer: if true, read the whole response and feed one ``ProviderResponse``;
             otherwise feed ``ProviderHead`` and wait for ``RelayBody`` or
             ``ReadProviderBody``.
+        head_timeout: seconds this call may take until its response head, when shorter
+            than the client's own limits (a routing alias's per-attempt ``timeout``);
+            past it feed ``ProviderFailed`` with reason ``TIMEOUT``.
     """
 
     call: int
@@ -54,6 +57,7 @@ class CallProvider(Effect):
     headers: Headers
     body: bytes
     buffer: bool = False
+    head_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

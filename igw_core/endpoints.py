@@ -13,15 +13,24 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from igw_core import headers as hdrs
-from igw_core.chat import encode_request, parse_json_object, plan_chat, route_request, with_model
+from igw_core.chat import (
+    ChatPlan,
+    encode_request,
+    parse_json_object,
+    plan_chat,
+    route_request,
+    with_model,
+)
 from igw_core.effects import CallProvider, Effect
 from igw_core.errors import BadRequest, Forbidden, NotFound
 from igw_core.events import Headers
 from igw_core.flows.anthropic import TranslatedMessages
+from igw_core.flows.base import Routed
 from igw_core.flows.models import ModelsFlow
 from igw_core.flows.relay import RelayFlow
 from igw_core.gateway import Gateway
@@ -29,12 +38,14 @@ from igw_core.mcp.agent import AgentRun
 from igw_core.mcp.loop import AgentLoop
 from igw_core.messages import error_body as anthropic_error
 from igw_core.messages import messages_to_chat, translate_error
+from igw_core.models import alias_models
 from igw_core.providers import PROVIDER_SPECS, Provider, ProviderSpec
 from igw_core.proxy import PREFIX as PROXY_PREFIX
 from igw_core.proxy import proxy_headers, proxy_url, split_proxy_path
 from igw_core.redact import scrub, scrub_bytes, truncate_body_text, truncate_chat_request
 from igw_core.responses import OPENAI_ERRORS, ErrorShape
-from igw_core.routing import lookup_provider, route_model
+from igw_core.router import Choice
+from igw_core.routing import Route, lookup_provider, route_model
 from igw_core.vision import check_vision
 
 if TYPE_CHECKING:
@@ -71,12 +82,39 @@ class Endpoint:
 def start_chat(x: Exchange, body: bytes) -> list[Effect]:
     """Plan a chat request and send it: relayed as it is, or through the MCP agent loop.
 
+    A routing alias is served by its deployments, each failure before the answer
+    trying the next (see :class:`RelayFlow`); with MCP tools in play it is served by its
+    first choice (the agent's rounds are not retried).
+
     Raises:
         GatewayError: what :func:`~igw_core.chat.plan_chat` refuses.
     """
     gateway = x.gateway
-    plan = plan_chat(gateway, body, x.query_param("provider"))
+    request = parse_json_object(body)
+    alias = _alias_of(x, request)
+    if alias is None:
+        plan = plan_chat(gateway, body, x.query_param("provider"), request=request)
+    elif not _use_agent(x):
+        return _start_routed(x, alias, partial(_chat_call, x, body))
+    else:
+        choice = _first_choice(x, alias)
+        plan = plan_chat(gateway, body, None, route=_route_of(x, choice))
     provider = plan.route.provider
+    headers = _chat_headers(x, plan)
+    url = provider.url(provider.spec.chat_path)
+    if _use_agent(x):
+        agent = AgentRun(x, AgentLoop(plan.request, x.tools, stream=plan.stream), provider,
+                         url, headers)
+        agent.model = plan.route.model
+        return x.begin(agent, agent.start(x.started))
+    relay = RelayFlow(x, provider, plan.route.model)
+    return x.begin(relay, relay.start(CallProvider(0, provider.id, "POST", url, headers,
+                                                   plan.body)))
+
+
+def _chat_headers(x: Exchange, plan: ChatPlan) -> list[tuple[bytes, bytes]]:
+    """The headers of a planned chat request (logging it in development)."""
+    gateway, provider = x.gateway, plan.route.provider
     settings = gateway.settings
     if settings.is_development:
         shown = truncate_chat_request(plan.request, words=settings.debug_content_truncate_words,
@@ -86,21 +124,72 @@ def start_chat(x: Exchange, body: bytes) -> list[Effect]:
             extra={"request_id": x.request_id, "provider": provider.id,
                    "body": scrub(json.dumps(shown, ensure_ascii=False), gateway.secrets)},
         )
-    headers = [
+    return [
         (b"content-type", b"application/json"),
         (b"accept", b"text/event-stream" if plan.stream else b"application/json"),
         (b"accept-encoding", b"identity"),
         (b"x-request-id", x.request_id.encode()),
         *provider.auth_headers(),
     ]
-    url = provider.url(provider.spec.chat_path)
-    if _use_agent(x):
-        agent = AgentRun(x, AgentLoop(plan.request, x.tools, stream=plan.stream), provider,
-                         url, headers)
-        agent.model = plan.route.model
-        return x.begin(agent, agent.start(x.started))
-    relay = RelayFlow(x, provider, plan.route.model)
-    return x.begin(relay, [CallProvider(0, provider.id, "POST", url, headers, plan.body)])
+
+
+def _chat_call(x: Exchange, body: bytes, choice: Choice, call: int) -> CallProvider:
+    """The chat request for one deployment of an alias (planned afresh from the body)."""
+    plan = plan_chat(x.gateway, body, None, route=_route_of(x, choice))
+    provider = plan.route.provider
+    return CallProvider(call, provider.id, "POST", provider.url(provider.spec.chat_path),
+                        _chat_headers(x, plan), plan.body, head_timeout=choice.timeout)
+
+
+# -- routing aliases -----------------------------------------------------------------------
+
+
+def _alias_of(x: Exchange, request: dict[str, Any]) -> str | None:
+    """The routing alias ``request`` names, if routing is on and ``?provider=`` is absent."""
+    router = x.gateway.routing.router
+    if router is None:
+        return None
+    model = request.get("model")
+    if not isinstance(model, str) or model not in router.table.aliases:
+        return None
+    return None if x.query_param("provider") else model
+
+
+def _first_choice(x: Exchange, alias: str) -> Choice:
+    router = x.gateway.routing.router
+    assert router is not None
+    x.gateway.policy.check_alias(alias)
+    return router.attempts(alias).first(x.started)
+
+
+def _route_of(x: Exchange, choice: Choice) -> Route:
+    """The route to a deployment (its provider must still have a key).
+
+    Raises:
+        BadRequest: the deployment's provider is not usable.
+    """
+    return Route(lookup_provider(x.gateway.providers, choice.deployment.provider),
+                 choice.deployment.model)
+
+
+def _start_routed(x: Exchange, alias: str,
+                  send: Callable[[Choice, int], CallProvider]) -> list[Effect]:
+    """Serve a request for ``alias``: its first deployment, then others as attempts fail.
+
+    Raises:
+        Forbidden: the model policy refuses the alias.
+        GatewayError: the first deployment cannot take the request.
+    """
+    router = x.gateway.routing.router
+    assert router is not None
+    x.gateway.policy.check_alias(alias)
+    attempts = router.attempts(alias)
+    choice = attempts.first(x.started)
+    first = send(choice, 0)
+    provider = x.gateway.providers[choice.deployment.provider]
+    flow = RelayFlow(x, provider, choice.deployment.model,
+                     routed=Routed(alias, attempts, choice, send, x.started))
+    return x.begin(flow, flow.start(first))
 
 
 def _use_agent(x: Exchange) -> bool:
@@ -178,6 +267,25 @@ def _responses_path(spec: ProviderSpec) -> str | None:
     return spec.responses_path
 
 
+def _model_call(x: Exchange, body: bytes, attribute: Callable[[ProviderSpec], str | None],
+                what: str, stream: bool, choice: Choice, call: int) -> CallProvider:
+    """The request for one deployment of an alias: the body with the deployment's model.
+
+    Raises:
+        BadRequest: the deployment's provider does not serve ``what``, or image input
+            while vision is off.
+    """
+    route = _route_of(x, choice)
+    provider = route.provider
+    path = _served(provider, attribute, what)
+    request = parse_json_object(body)
+    check_vision(x.gateway.settings.enable_vision, body, request, route.model)
+    out = with_model(body, request, route.model)
+    return CallProvider(call, provider.id, "POST", provider.url(path),
+                        _outbound(x, provider, out, stream=stream), out,
+                        head_timeout=choice.timeout)
+
+
 def start_embeddings(x: Exchange, body: bytes) -> list[Effect]:
     """``POST /v1/embeddings``: routed by ``provider/model`` (or ``?provider=``) as chat is.
 
@@ -186,6 +294,10 @@ def start_embeddings(x: Exchange, body: bytes) -> list[Effect]:
         Forbidden: the model policy refuses the model.
     """
     request = parse_json_object(body)
+    alias = _alias_of(x, request)
+    if alias is not None:
+        return _start_routed(x, alias, partial(_model_call, x, body, _embeddings_path,
+                                               "embeddings", False))
     route = route_request(x.gateway, request, x.query_param("provider"))
     provider = route.provider
     path = _served(provider, _embeddings_path, "embeddings")
@@ -202,12 +314,17 @@ def start_response(x: Exchange, body: bytes) -> list[Effect]:
         Forbidden: the model policy refuses the model.
     """
     request = parse_json_object(body)
+    stream = request.get("stream") is True
+    alias = _alias_of(x, request)
+    if alias is not None:
+        return _start_routed(x, alias, partial(_model_call, x, body, _responses_path,
+                                               "the Responses API", stream))
     route = route_request(x.gateway, request, x.query_param("provider"))
     provider = route.provider
     path = _served(provider, _responses_path, "the Responses API")
     check_vision(x.gateway.settings.enable_vision, body, request, route.model)
     return relay(x, provider, route.model, "POST", provider.url(path),
-                 with_model(body, request, route.model), stream=request.get("stream") is True)
+                 with_model(body, request, route.model), stream=stream)
 
 
 def response_resource(x: Exchange, body: bytes) -> list[Effect]:
@@ -244,7 +361,8 @@ def start_messages(x: Exchange, body: bytes) -> list[Effect]:
     """``POST /v1/messages``: relayed to a provider with the Messages API (Anthropic),
     translated to and from chat completions for any other.
 
-    A model that names no provider (``claude-...``) is Anthropic's.
+    A model that names no provider (``claude-...``) is Anthropic's, unless it is a
+    routing alias.
 
     Raises:
         BadRequest: malformed JSON, an unroutable model, image input while vision is
@@ -254,7 +372,11 @@ def start_messages(x: Exchange, body: bytes) -> list[Effect]:
     gateway = x.gateway
     request = parse_json_object(body)
     client_model = request.get("model")
-    route = route_request(gateway, request, x.query_param("provider"), "anthropic")
+    alias = _alias_of(x, request)
+    if alias is not None:  # the alias's first choice: no retries here (docs/routing.md)
+        route = _route_of(x, _first_choice(x, alias))
+    else:
+        route = route_request(gateway, request, x.query_param("provider"), "anthropic")
     check_vision(gateway.settings.enable_vision, body, request, route.model)
     provider = route.provider
     stream = request.get("stream") is True
@@ -346,13 +468,17 @@ def start_proxy(x: Exchange, body: bytes) -> list[Effect]:
 def list_models(x: Exchange) -> list[Effect]:
     """``GET /v1/models``: every configured provider's models, or ``?provider=``'s."""
     name = x.query_param("provider")
+    aliases: list[dict[str, Any]] = []
     if name:
         providers = [lookup_provider(x.gateway.providers, name)]
     else:
         providers = [p for p in x.gateway.providers.values() if p.configured]
+        router = x.gateway.routing.router
+        if router is not None:
+            aliases = alias_models(router.table.aliases, x.gateway.policy)
     if not providers:
-        return x.respond_json(200, {"object": "list", "data": []})
-    flow = ModelsFlow(x, providers, single=bool(name))
+        return x.respond_json(200, {"object": "list", "data": aliases})
+    flow = ModelsFlow(x, providers, single=bool(name), extra=aliases)
     return x.begin(flow, flow.start())
 
 
@@ -363,6 +489,12 @@ def get_model(x: Exchange) -> list[Effect]:
         NotFound: the model policy hides it.
     """
     model_id = unquote_plus(x.head.path[len(_MODEL_PREFIX):])
+    router = x.gateway.routing.router
+    if router is not None and model_id in router.table.aliases:
+        found = alias_models((model_id,), x.gateway.policy)
+        if not found:
+            raise NotFound(f"model '{model_id}' not found")
+        return x.respond_json(200, found[0])
     route = route_model(x.gateway.providers, model_id, None)
     if not x.gateway.policy.permits(route.provider.id, route.model):
         raise NotFound(f"model '{route.full_id}' not found")

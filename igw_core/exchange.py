@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -335,6 +336,7 @@ class Exchange:
         self.state = State.DONE
         head, flow, endpoint = self.head, self.flow, self._endpoint
         provider = flow.provider if flow is not None else None
+        routed = flow.routed if flow is not None else None
         record = ExchangeRecord(
             request_id=self.request_id,
             method=head.method,
@@ -352,6 +354,9 @@ class Exchange:
             error=error,
             tool_calls=flow.tool_calls if flow is not None else (),
         )
+        if routed is not None:
+            record = replace(record, alias=routed.alias, attempts=tuple(routed.attempts.facts),
+                             cooled=tuple(routed.attempts.cooled))
         return Report(record)
 
 

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from igw_core.config import Settings
 from igw_core.providers import Provider
 from igw_core.routing import ModelPolicy
 
+if TYPE_CHECKING:
+    from igw_core.router import Router
+
+
+@dataclass(slots=True)
+class Routing:
+    """The process's routing aliases: ``router`` is ``None`` with routing off, and is
+    replaced whole when the routing file is reloaded."""
+
+    router: Router | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class Gateway:
-    """Immutable context for exchanges: settings, providers by id, model policy.
+    """Context for exchanges: settings, providers by id, model policy, routing aliases.
+
+    Immutable but for ``routing``, whose router holds the per-process routing state.
 
     Build it once per process with :meth:`from_settings`.
     """
@@ -20,6 +34,7 @@ class Gateway:
     providers: dict[str, Provider]
     policy: ModelPolicy
     secrets: tuple[str, ...] = field(default=())
+    routing: Routing = field(default_factory=Routing)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:

@@ -8,6 +8,7 @@ Providers answer in their own shapes (OpenAI ``data``, Anthropic ``data`` with
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from igw_core.routing import ModelPolicy
@@ -68,3 +69,10 @@ def filter_models(models: list[dict[str, Any]], policy: ModelPolicy) -> list[dic
         if policy.permits(provider, name):
             kept.append(model)
     return kept
+
+
+def alias_models(aliases: Iterable[str], policy: ModelPolicy) -> list[dict[str, Any]]:
+    """Return the list entries of the routing aliases the policy permits
+    (``owned_by`` and ``served_by`` are ``igw``: the gateway picks the provider)."""
+    return [{"id": alias, "object": "model", "created": 0, "owned_by": "igw", "served_by": "igw"}
+            for alias in aliases if policy.permits("", alias)]

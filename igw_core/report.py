@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from igw_core.router import AttemptFact
+
 #: Route labels are drawn from this fixed set so metrics never grow per path.
 ROUTE_LABELS = frozenset({
     "/health", "/v1/models", "/v1/chat/completions", "/v1/mcp/tools", "/proxy", "other",
@@ -59,6 +61,9 @@ class ExchangeRecord:
         counted: whether telemetry counts this exchange (not ``/proxy``/``/health``).
         tool_calls: the MCP tool calls executed for this exchange, in order.
         error: a short reason for a refusal or failure, ``""`` on success.
+        alias: the routing alias the client named, ``""`` when it named no alias.
+        attempts: each routed attempt's outcome, in order.
+        cooled: the deployments (alias, provider, model) that began a cool-down.
     """
 
     request_id: str
@@ -76,6 +81,9 @@ class ExchangeRecord:
     counted: bool = True
     error: str = ""
     tool_calls: tuple[ToolCallFact, ...] = ()
+    alias: str = ""
+    attempts: tuple[AttemptFact, ...] = ()
+    cooled: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def duration(self) -> float:

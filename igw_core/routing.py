@@ -112,6 +112,16 @@ class ModelPolicy:
             return bare in self.allowed or full in self.allowed
         return bare not in self.denied and full not in self.denied
 
+    def check_alias(self, alias: str) -> None:
+        """Raise unless the routing alias ``alias`` is permitted (the lists match its name).
+
+        Raises:
+            Forbidden: the model policy refuses the alias.
+        """
+        if not self.permits("", alias):  # no provider: only the bare name can match
+            raise Forbidden(f"model '{alias}' is not allowed on this gateway",
+                            code="model_not_allowed")
+
     def check(self, route: Route) -> None:
         """Raise unless ``route`` is permitted.
 

@@ -33,6 +33,7 @@ from igw_core.effects import (
 from igw_core.events import (
     ClientGone,
     Event,
+    FailureReason,
     KeysRefreshed,
     ProviderData,
     ProviderEnd,
@@ -157,12 +158,26 @@ class _Run:
 
     async def call_streamed(self, call: CallProvider) -> None:
         try:
-            response = await self.upstream.open(call)
+            if call.head_timeout is None:
+                response = await self.upstream.open(call)
+            else:
+                response = await self._open_within(call, call.head_timeout)
         except UpstreamFailure as failure:
             self.feed(ProviderFailed(call.call, failure.reason, failure.detail, self.clock()))
             return
         self.responses[call.call] = response
         self.feed(ProviderHead(call.call, response.status, response.headers, self.clock()))
+
+    async def _open_within(self, call: CallProvider, limit: float) -> UpstreamResponse:
+        """Open ``call``, giving up after ``limit`` seconds without its response head.
+
+        Raises:
+            UpstreamFailure: unreachable, or no head in time (reason ``TIMEOUT``).
+        """
+        with anyio.move_on_after(limit):
+            return await self.upstream.open(call)
+        raise UpstreamFailure(FailureReason.TIMEOUT,
+                              f"no response head within {limit:g}s (the alias's timeout)")
 
     async def call_parallel(self, effect: Effect) -> None:
         if isinstance(effect, CallTool):

@@ -7,16 +7,24 @@ and buckets, and keeps every label value inside a fixed set.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -53,7 +61,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 #: The OpenTelemetry GenAI operation of each route that calls a model.
 _OPERATIONS = {"/v1/chat/completions": "chat", "/v1/messages": "chat", "/v1/responses": "chat",
                "/v1/embeddings": "embeddings"}
-_Metric = TypeVar("_Metric", Counter, Histogram)
+_Metric = TypeVar("_Metric", Counter, Histogram, Gauge)
 
 # Buckets: the OpenTelemetry GenAI semantic conventions' advisory boundaries for the
 # gen_ai_* histograms, so dashboards written for OTel exporters line up.
@@ -200,6 +208,33 @@ class Metrics:
             "Time to the first streamed byte (OpenTelemetry "
             "gen_ai.server.time_to_first_token).",
             gen_ai, buckets=_TTFT_BUCKETS, registry=own)
+        routed = ("alias", "provider", "model")
+        self.routing_attempts = Counter(
+            "igw_routing_attempts", "Routed attempts by alias, deployment and outcome "
+            "(ok, retry, fallback, exhausted, failed).", (*routed, "outcome"), registry=own)
+        self.routing_cooldowns = Counter(
+            "igw_routing_cooldowns", "Deployments put in cool-down after a failure.", routed,
+            registry=own)
+        self.routing_cooling = Gauge(
+            "igw_routing_cooling_deployments",
+            "Deployments of an alias cooling down, as of its latest routed request.",
+            ("alias",), registry=own, multiprocess_mode="livesum")
+
+    def record_routing(self, record: ExchangeRecord, cooling: Callable[[str], int]) -> None:
+        """Count a routed exchange's attempts and cool-downs; ``cooling(alias)`` says how
+        many of an alias's deployments are cooling now. Aliases and models come from the
+        routing file, so these labels are bounded by it."""
+        child = self._child
+        aliases = {record.alias}
+        for fact in record.attempts:
+            child(self.routing_attempts, fact.alias, fact.provider, fact.model,
+                  fact.outcome).inc()
+            aliases.add(fact.alias)
+        for alias, provider, model in record.cooled:
+            child(self.routing_cooldowns, alias, provider, model).inc()
+        for alias in aliases:
+            with contextlib.suppress(KeyError):  # an alias a reload removed
+                child(self.routing_cooling, alias).set(cooling(alias))
 
     def record(self, record: ExchangeRecord) -> None:
         """Count one finished exchange; exchanges with ``counted`` false are ignored."""

@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskGroup
 
-from igw_core.config import Settings, startup_lines
+from igw_core.config import ConfigError, Settings, startup_lines
 from igw_core.events import RequestHead
 from igw_core.exchange import request_id_of
 from igw_core.gateway import Gateway
 from igw_core.report import ExchangeRecord
+from igw_core.router import Router
 from igw_io.channel import ClientChannel
 from igw_io.driver import Services, serve
 from igw_io.logs import AccessLog, current_request_id
+from igw_io.routing_file import load_from_settings
 from igw_io.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -68,6 +70,10 @@ class Runtime:
 
             self.oidc = OIDCKeys.from_settings(settings)
         self._access = AccessLog()
+        #: The routing aliases (ROUTING_ENABLED): a refused file raises ConfigError here.
+        table = load_from_settings(settings)
+        if table is not None:
+            self.gateway.routing.router = Router(table)
         #: Set when the server starts draining at shutdown: ``/ready`` turns 503.
         self.draining = False
         self.services = Services(self.gateway, self.upstream, self.clock, self.mcp, self.oidc,
@@ -138,10 +144,34 @@ class Runtime:
             current_request_id.reset(token)
         return record
 
+    def _cooling(self, alias: str) -> int:
+        router = self.gateway.routing.router
+        if router is None:
+            raise KeyError(alias)
+        return router.cooling(alias, self.clock())
+
+    def reload_routing(self) -> None:
+        """Read ``ROUTING_CONFIG_PATH`` again (SIGHUP); a refused file is logged and the
+        routes in use stay. Deployments that remain keep their cool-downs and averages."""
+        if not self.settings.routing_enabled:
+            return
+        try:
+            table = load_from_settings(self.settings)
+        except ConfigError as error:
+            log.error("routing reload refused, keeping the current routes",
+                      extra={"problems": [str(p) for p in error.problems]})
+            return
+        assert table is not None
+        router = self.gateway.routing.router
+        self.gateway.routing.router = router.reloaded(table) if router else Router(table)
+        log.info("routing reloaded", extra={"aliases": list(table.aliases)})
+
     def record(self, record: ExchangeRecord) -> None:
         """Log the access line of a finished exchange and count it in the metrics."""
         if self.metrics is not None:
             self.metrics.record(record)
+            if record.alias:
+                self.metrics.record_routing(record, self._cooling)
         if access.isEnabledFor(logging.INFO):
             self._access.write(
                 {
@@ -151,6 +181,8 @@ class Runtime:
                     "status": record.status,
                     "duration_ms": round(record.duration * 1000, 2),
                     "provider": record.provider,
+                    **({"model": record.model, "alias": record.alias,
+                        "attempts": len(record.attempts)} if record.alias else {}),
                     **({"error": record.error} if record.error else {}),
                 },
             )

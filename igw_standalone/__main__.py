@@ -15,6 +15,7 @@ from igw_core.config import ConfigError, ConfigProblem, Settings, load_settings
 from igw_core.providers import PROVIDER_SPECS
 from igw_io.logs import configure_logging, secrets_of
 from igw_io.response_parsers import resolve_parser
+from igw_io.routing_file import load_from_settings
 from igw_standalone.server import Engine, Server, package_version, resolve_loop, run
 from igw_standalone.tls import CERT_VARIABLE, KEY_VARIABLE, tls_problems
 
@@ -107,7 +108,8 @@ def _path(env: Mapping[str, str], variable: str) -> str:
 
 
 def checked_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    """Return the settings, having also checked the files they name (the TLS pair).
+    """Return the settings, having also checked the files they name (the TLS pair, the
+    routing file).
 
     Raises:
         ConfigError: every refused variable or flag, the unusable files included.
@@ -118,6 +120,10 @@ def checked_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settin
         settings = settings_from(args, env)
     except ConfigError as error:
         raise ConfigError((*error.problems, *files)) from None
+    try:  # checked here so a bad file exits 2 before anything binds (each process reads it)
+        load_from_settings(settings)
+    except ConfigError as error:
+        files = (*files, *error.problems)
     if files:
         raise ConfigError(files)
     return settings

@@ -149,8 +149,11 @@ class Server:
                     connection.transport.abort()
 
     async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:  # reload the routing file; keep serving
+                    self.runtime.reload_routing()
+                    continue
                 log.info("shutting down", extra={"signal": signal.Signals(signum).name})
                 self.shutdown()
                 return

@@ -12,6 +12,7 @@ telemetry on, the workers write their metrics to a fresh directory
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -187,6 +188,16 @@ def run_workers(settings: Settings, count: int, engine: Engine | None = None) ->
         stopping = True
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    slots: list[_Slot] = []
+
+    def reload(signum: int, frame: FrameType | None) -> None:
+        """SIGHUP: each worker reloads the routing file itself."""
+        for slot in slots:
+            if slot.process is not None and slot.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.process.pid, signal.SIGHUP)
+
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
 
     def start(slot: _Slot) -> None:
         slot.process = context.Process(target=_worker, args=(settings, chosen, listener),
@@ -214,7 +225,7 @@ def run_workers(settings: Settings, count: int, engine: Engine | None = None) ->
                            "restart_in": pause})
         return True
 
-    slots = [_Slot() for _ in range(count)]
+    slots.extend(_Slot() for _ in range(count))
     status = 0
     try:
         for slot in slots:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from igw_core.effects import Effect
+from igw_core.effects import CallProvider, Effect
 from igw_core.errors import LocalProtocolError, UpstreamTimeout, UpstreamUnreachable
 from igw_core.events import ClientGone, Event, FailureReason, ProviderFailed
 from igw_core.redact import scrub
@@ -15,11 +16,31 @@ from igw_core.report import ToolCallFact, Usage
 if TYPE_CHECKING:
     from igw_core.exchange import Exchange
     from igw_core.providers import Provider
+    from igw_core.router import Attempts, Choice
 
 Handler = Callable[[Any, Any], list[Effect]]
 #: ``(state, event kind) -> (handler, next state)``; a next state of ``None`` means the
 #: handler moves on by itself (where the way on is decided by the event's content).
 Table = Mapping[tuple[enum.Enum, type], tuple[Handler, enum.Enum | None]]
+
+
+@dataclass(slots=True)
+class Routed:
+    """A request for a routing alias: its walk over the deployments, and how to send to one.
+
+    Fields:
+        alias: the alias the client named.
+        attempts: the router's walk for this request.
+        choice: the deployment being tried.
+        send: builds the provider call for a choice, with the given call id.
+        started: when the current attempt was sent (monotonic).
+    """
+
+    alias: str
+    attempts: Attempts
+    choice: Choice
+    send: Callable[[Choice, int], CallProvider]
+    started: float
 
 
 class Flow:
@@ -39,6 +60,7 @@ class Flow:
         first_byte: monotonic time the first body bytes went to the client.
         error: a short reason when it did not end well, else ``""``.
         tool_calls: MCP tool calls executed.
+        routed: the routing alias walk behind its provider calls, if any.
     """
 
     TABLE: ClassVar[Table]
@@ -55,6 +77,7 @@ class Flow:
         self.first_byte: float | None = None
         self.error = ""
         self.tool_calls: tuple[ToolCallFact, ...] = ()
+        self.routed: Routed | None = None
 
     @property
     def finished(self) -> bool:

@@ -46,12 +46,13 @@ class ModelsFlow(Flow):
         single: answer a failing provider's own error (one provider was asked for)
             instead of leaving it out of the list.
         wanted: answer only this model (``provider/model``), 404 when it is not listed.
+        extra: entries listed after the providers' (the routing aliases).
     """
 
     DONE = Step.DONE
 
     def __init__(self, exchange: Exchange, providers: list[Provider], *, single: bool,
-                 wanted: str | None = None) -> None:
+                 wanted: str | None = None, extra: list[dict[str, Any]] | None = None) -> None:
         super().__init__(exchange, Step.COLLECTING)
         if single:
             self.provider = providers[0]
@@ -59,6 +60,7 @@ class ModelsFlow(Flow):
         self._collected: dict[int, ProviderResponse | ProviderFailed] = {}
         self._single = single
         self._wanted = wanted
+        self._extra = extra or []
 
     def start(self) -> list[Effect]:
         """Return one buffered call per provider; they may run in parallel."""
@@ -116,7 +118,7 @@ class ModelsFlow(Flow):
             except ValueError:
                 log.warning("model list unreadable",
                             extra={"request_id": request_id, "provider": provider.id})
-        models = filter_models(models, gateway.policy)
+        models = [*filter_models(models, gateway.policy), *self._extra]
         answer: Any = {"object": "list", "data": models}
         if self._wanted is not None:
             answer = next((m for m in models if m["id"] == self._wanted), None)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import enum
 import logging
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 from igw_core import headers as hdrs
 from igw_core.effects import (
     Abort,
+    CallProvider,
     Effect,
     ReadProviderBody,
     RelayBody,
@@ -24,19 +26,22 @@ from igw_core.errors import LocalProtocolError
 from igw_core.events import (
     ClientGone,
     Event,
+    Headers,
     ProviderData,
     ProviderEnd,
     ProviderFailed,
     ProviderHead,
 )
-from igw_core.flows.base import Flow, provider_failure
+from igw_core.flows.base import Flow, Routed, provider_failure
 from igw_core.redact import scrub, truncate_body_text
 from igw_core.responses import json_response
+from igw_core.router import RETRYABLE_STATUSES
 from igw_core.usage import ResponseTap
 
 if TYPE_CHECKING:
     from igw_core.exchange import Exchange
     from igw_core.providers import Provider
+    from igw_core.router import Choice
 
 log = logging.getLogger("igw.exchange")
 
@@ -64,7 +69,12 @@ class ErrorHead:
 
 
 class RelayFlow(Flow):
-    """Relays the answer to one :class:`CallProvider` (call 0) to the client.
+    """Relays the answer to the current :class:`CallProvider` to the client.
+
+    For a routing alias (``routed``), a transient failure before the response head (a
+    refused or reset connection, the alias's timeout, or a status in
+    :data:`~igw_core.router.RETRYABLE_STATUSES`) sends the request to the next
+    deployment instead; once a 2xx head arrives nothing is retried.
 
     Args:
         exchange: the exchange this serves.
@@ -73,18 +83,23 @@ class RelayFlow(Flow):
         proxied: ``/proxy``: headers end to end and every status relayed as it is.
         metered: read the answer's token usage (not for a stored answer fetched again,
             whose tokens were counted when it was made).
+        routed: the alias walk, when the model was a routing alias.
     """
 
     DONE = Step.DONE
 
     def __init__(self, exchange: Exchange, provider: Provider, model: str = "", *,
-                 proxied: bool = False, metered: bool = True) -> None:
+                 proxied: bool = False, metered: bool = True,
+                 routed: Routed | None = None) -> None:
         super().__init__(exchange, Step.AWAITING_HEAD)
         self.provider = provider
         self.upstream = provider
         self.model = model
         self.proxied = proxied
         self.metered = metered
+        self.routed = routed
+        self.call = 0
+        self._retry_after: float | None = None
         self._tap: ResponseTap | None = None
         self._error_headers: tuple[tuple[bytes, bytes], ...] = ()
         self._error_body: list[bytes] = []
@@ -108,9 +123,27 @@ class RelayFlow(Flow):
 
     # -- the head --------------------------------------------------------------------
 
-    def _on_head(self, event: ProviderHead) -> list[Effect]:
-        if event.call != 0:
+    def start(self, call: CallProvider) -> list[Effect]:
+        """Return the effects that send the first attempt."""
+        self.call = call.call
+        return [call]
+
+    def _check_call(self, event: ProviderHead | ProviderFailed) -> None:
+        if event.call != self.call:
             raise LocalProtocolError(f"no provider call {event.call} is outstanding")
+
+    def _selected(self, event: ProviderHead) -> list[tuple[bytes, bytes]]:
+        """Report the routed attempt's success; return the headers naming the deployment."""
+        routed = self.routed
+        if routed is None:
+            return []
+        routed.attempts.succeeded(routed.choice, event.now, latency=event.now - routed.started)
+        deployment = routed.choice.deployment
+        return [(b"x-selected-provider", deployment.provider.encode()),
+                (b"x-selected-model", deployment.model.encode())]
+
+    def _on_head(self, event: ProviderHead) -> list[Effect]:
+        self._check_call(event)
         self.status = event.status
         request_id = self.exchange.request_id.encode()
         if self.proxied:
@@ -119,7 +152,7 @@ class RelayFlow(Flow):
             if length is not None:
                 out.append((b"content-length", length))
             out.append((b"x-request-id", request_id))
-            return [SendHead(event.status, out), RelayBody(0)]
+            return [SendHead(event.status, out), RelayBody(self.call)]
         out = hdrs.end_to_end(event.headers, drop=_DROP_FROM_UPSTREAM)
         content_type = hdrs.get(event.headers, b"content-type") or b""
         length = hdrs.get(event.headers, b"content-length")
@@ -129,23 +162,53 @@ class RelayFlow(Flow):
         elif length is not None:
             out.append((b"content-length", length))
         out.append((b"x-request-id", request_id))
+        out.extend(self._selected(event))
         # A stream's first event may carry its prompt count (Anthropic's message_start).
         keep = 64 * 1024 if self.exchange.gateway.settings.is_development else (
             _STREAM_HEAD_KEPT if self.streamed else 0)
         expected = int(length) if length is not None and length.isdigit() else None
         self._tap = ResponseTap(keep_head=keep, expected=expected)
-        return [SendHead(event.status, out), RelayBody(0, self._tap)]
+        return [SendHead(event.status, out), RelayBody(self.call, self._tap)]
 
     def _on_error_head(self, event: ProviderHead) -> list[Effect]:
-        if event.call != 0:
-            raise LocalProtocolError(f"no provider call {event.call} is outstanding")
+        self._check_call(event)
         self.status = event.status
         # Keep what SDKs need to back off (Retry-After, x-ratelimit-*).
         self._error_headers = hdrs.backoff_headers(event.headers)
-        return [ReadProviderBody(0)]
+        self._error_body = []
+        self._error_size = 0
+        if self.routed is not None:
+            self._retry_after = retry_after(event.headers, self.exchange.head.wall)
+        return [ReadProviderBody(self.call)]
 
     def _on_failed(self, event: ProviderFailed) -> list[Effect]:
-        raise provider_failure(self.upstream.id, event, self.exchange.gateway.secrets)
+        """No (whole) answer: try the alias's next deployment, else 502/504.
+
+        Raises:
+            UpstreamTimeout, UpstreamUnreachable: nothing is left to try.
+        """
+        self._check_call(event)
+        error = provider_failure(self.upstream.id, event, self.exchange.gateway.secrets)
+        routed = self.routed
+        if routed is not None:
+            following = routed.attempts.failed(routed.choice, event.now)
+            if following is not None:
+                return self._attempt(following, event.now)
+            error.headers = (*error.headers, ("x-attempts", str(routed.choice.number)))
+        raise error
+
+    def _attempt(self, choice: Choice, now: float) -> list[Effect]:
+        """Send the request to ``choice``, the alias's next deployment, as a new call."""
+        routed = self.routed
+        assert routed is not None
+        routed.choice = choice
+        routed.started = now
+        self.call += 1
+        self.provider = self.upstream = self.exchange.gateway.providers[
+            choice.deployment.provider]
+        self.model = choice.deployment.model
+        self.state = Step.AWAITING_HEAD
+        return [routed.send(choice, self.call)]
 
     # -- relaying ----------------------------------------------------------------------
 
@@ -182,7 +245,19 @@ class RelayFlow(Flow):
         body = b"".join(self._error_body)
         if self.exchange.gateway.settings.is_development:
             self.log_upstream(self.status, body)
+        routed = self.routed
+        if routed is not None:
+            if self.status in RETRYABLE_STATUSES:
+                following = routed.attempts.failed(routed.choice, event.now, status=self.status,
+                                                   retry_after=self._retry_after)
+                if following is not None:
+                    return self._attempt(following, event.now)
+                self._error_headers = (*self._error_headers,
+                                       (b"x-attempts", str(routed.choice.number).encode()))
+            else:  # the request is wrong everywhere: no other deployment would take it
+                routed.attempts.refused(routed.choice)
         self.error = f"upstream status {self.status}"
+        self.state = Step.DONE
         return self.error_effects(body)
 
     def error_effects(self, body: bytes) -> list[Effect]:
@@ -205,14 +280,30 @@ class RelayFlow(Flow):
         )
 
 
+def retry_after(headers: Headers, wall: float) -> float | None:
+    """Return the seconds a ``Retry-After`` header asks to wait (delta-seconds or an
+    HTTP date, measured from ``wall``, the request's epoch time), or ``None``."""
+    value = hdrs.get(headers, b"retry-after")
+    if value is None:
+        return None
+    text = value.decode("latin-1").strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        return max(0.0, parsedate_to_datetime(text).timestamp() - wall)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
 _R = RelayFlow
 RelayFlow.TABLE = {
     (Step.AWAITING_HEAD, ProviderHead): (_R._on_head, Step.RELAYING),
     (Step.AWAITING_HEAD, ErrorHead): (_R._on_error_head, Step.READING_ERROR),
-    (Step.AWAITING_HEAD, ProviderFailed): (_R._on_failed, Step.DONE),
+    # None: a routed request may go on to the alias's next deployment (AWAITING_HEAD).
+    (Step.AWAITING_HEAD, ProviderFailed): (_R._on_failed, None),
     (Step.RELAYING, ProviderEnd): (_R._on_relay_end, Step.DONE),
     (Step.RELAYING, ProviderFailed): (_R._on_relay_failed, Step.DONE),
     (Step.READING_ERROR, ProviderData): (_R._on_error_data, Step.READING_ERROR),
-    (Step.READING_ERROR, ProviderEnd): (_R._on_error_end, Step.DONE),
-    (Step.READING_ERROR, ProviderFailed): (_R._on_failed, Step.DONE),
+    (Step.READING_ERROR, ProviderEnd): (_R._on_error_end, None),
+    (Step.READING_ERROR, ProviderFailed): (_R._on_failed, None),
 }
