@@ -370,7 +370,8 @@ SETTINGS_DOCS: dict[str, SettingDoc] = {
         "routing",
         "Path of the YAML file that defines the routing aliases, required when "
         "`ROUTING_ENABLED=true`. The file is checked at startup, every mistake named with "
-        "its line.",
+        "its line (exit status 2); SIGHUP reloads it, keeping the current routes when the "
+        "new file is refused.",
         _ROUTING,
     ),
 }
