@@ -34,7 +34,7 @@ from igw_core.flows.base import Routed
 from igw_core.flows.models import ModelsFlow
 from igw_core.flows.relay import RelayFlow
 from igw_core.gateway import Gateway
-from igw_core.mcp.agent import AgentRun
+from igw_core.mcp.agent import AgentRun, Target
 from igw_core.mcp.loop import AgentLoop
 from igw_core.messages import error_body as anthropic_error
 from igw_core.messages import messages_to_chat, translate_error
@@ -83,8 +83,8 @@ def start_chat(x: Exchange, body: bytes) -> list[Effect]:
     """Plan a chat request and send it: relayed as it is, or through the MCP agent loop.
 
     A routing alias is served by its deployments, each failure before the answer
-    trying the next (see :class:`RelayFlow`); with MCP tools in play it is served by its
-    first choice (the agent's rounds are not retried).
+    trying the next (see :class:`RelayFlow`); with MCP tools in play each of the agent's
+    rounds is routed that way.
 
     Raises:
         GatewayError: what :func:`~igw_core.chat.plan_chat` refuses.
@@ -96,9 +96,8 @@ def start_chat(x: Exchange, body: bytes) -> list[Effect]:
         plan = plan_chat(gateway, body, x.query_param("provider"), request=request)
     elif not _use_agent(x):
         return _start_routed(x, alias, partial(_chat_call, x, body))
-    else:
-        choice = _first_choice(x, alias)
-        plan = plan_chat(gateway, body, None, route=_route_of(x, choice))
+    else:  # the agent's rounds are routed one by one; planned for the first deployment
+        plan = plan_chat(gateway, body, None, route=_planning_route(x, alias))
     provider = plan.route.provider
     headers = _chat_headers(x, plan)
     url = provider.url(provider.spec.chat_path)
@@ -106,6 +105,8 @@ def start_chat(x: Exchange, body: bytes) -> list[Effect]:
         agent = AgentRun(x, AgentLoop(plan.request, x.tools, stream=plan.stream), provider,
                          url, headers)
         agent.model = plan.route.model
+        if alias is not None:
+            agent.route_by(alias, partial(_chat_target, x, plan.stream))
         return x.begin(agent, agent.start(x.started))
     relay = RelayFlow(x, provider, plan.route.model)
     return x.begin(relay, relay.start(CallProvider(0, provider.id, "POST", url, headers,
@@ -153,6 +154,30 @@ def _alias_of(x: Exchange, request: dict[str, Any]) -> str | None:
     if not isinstance(model, str) or model not in router.table.aliases:
         return None
     return None if x.query_param("provider") else model
+
+
+def _planning_route(x: Exchange, alias: str) -> Route:
+    """The route to ``alias``'s first listed deployment, to check a request against.
+
+    Raises:
+        Forbidden: the model policy refuses the alias.
+    """
+    router = x.gateway.routing.router
+    assert router is not None
+    x.gateway.policy.check_alias(alias)
+    first = router.table.aliases[alias].deployments[0]
+    return Route(lookup_provider(x.gateway.providers, first.provider), first.model)
+
+
+def _chat_target(x: Exchange, stream: bool, choice: Choice) -> Target:
+    """Where an agent round goes for ``choice``: provider, chat URL, headers, model."""
+    route = _route_of(x, choice)
+    provider = route.provider
+    headers = [(b"content-type", b"application/json"),
+               (b"accept", b"text/event-stream" if stream else b"application/json"),
+               (b"accept-encoding", b"identity"),
+               (b"x-request-id", x.request_id.encode()), *provider.auth_headers()]
+    return provider, provider.url(provider.spec.chat_path), headers, route.model
 
 
 def _first_choice(x: Exchange, alias: str) -> Choice:

@@ -354,9 +354,10 @@ class Exchange:
             error=error,
             tool_calls=flow.tool_calls if flow is not None else (),
         )
-        if routed is not None:
-            record = replace(record, alias=routed.alias, attempts=tuple(routed.attempts.facts),
-                             cooled=tuple(routed.attempts.cooled))
+        if routed is not None and flow is not None:
+            facts, cooled = flow.route_facts()
+            record = replace(record, alias=routed.alias, attempts=tuple(facts),
+                             cooled=tuple(cooled))
         return Report(record)
 
 

@@ -16,7 +16,7 @@ from igw_core.report import ToolCallFact, Usage
 if TYPE_CHECKING:
     from igw_core.exchange import Exchange
     from igw_core.providers import Provider
-    from igw_core.router import Attempts, Choice
+    from igw_core.router import AttemptFact, Attempts, Choice
 
 Handler = Callable[[Any, Any], list[Effect]]
 #: ``(state, event kind) -> (handler, next state)``; a next state of ``None`` means the
@@ -106,6 +106,13 @@ class Flow:
         if after is not None:
             self.state = after
         return effects
+
+    def route_facts(self) -> tuple[list[AttemptFact], list[tuple[str, str, str]]]:
+        """The routed attempts' outcomes and the deployments that began a cool-down."""
+        routed = self.routed
+        if routed is None:
+            return [], []
+        return routed.attempts.facts, routed.attempts.cooled
 
     def on_client_gone(self, event: ClientGone) -> bool:
         """Return whether the client had its whole answer when it left (not a 499)."""

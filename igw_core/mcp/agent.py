@@ -8,11 +8,13 @@ MCP tools apply. It turns :class:`~igw_core.mcp.loop.AgentLoop` decisions into
 from __future__ import annotations
 
 import enum
+import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from igw_core import headers as hdrs
+from igw_core.chat import with_model
 from igw_core.effects import (
     CallProvider,
     CallTool,
@@ -32,7 +34,8 @@ from igw_core.events import (
     ProviderHead,
     ToolResult,
 )
-from igw_core.flows.base import Flow, provider_failure
+from igw_core.flows.base import Flow, Routed, provider_failure
+from igw_core.flows.relay import retry_after
 from igw_core.mcp.loop import (
     AgentLoop,
     CallModel,
@@ -44,11 +47,16 @@ from igw_core.mcp.loop import (
 )
 from igw_core.report import ToolCallFact
 from igw_core.responses import error_body, json_response, upstream_error_body
+from igw_core.router import RETRYABLE_STATUSES
 from igw_core.sse import DONE, encode_data
 
 if TYPE_CHECKING:
     from igw_core.exchange import Exchange
     from igw_core.providers import Provider
+    from igw_core.router import AttemptFact, Choice
+
+#: Where a deployment is: its provider, chat URL, request headers and model name.
+Target = tuple["Provider", str, Headers, str]
 
 __all__ = ["AgentRun", "Phase"]
 
@@ -104,7 +112,13 @@ class AgentRun(Flow):
         self.headers = headers
         self.streamed = loop.stream
         self.calls: list[ToolCallFact] = []
-        self._round = 0
+        self._call = -1  # the id of the provider call outstanding (one per attempt)
+        self._round_body = b""
+        self._alias = ""
+        self._retarget: Callable[[Choice], Target] | None = None
+        self._past_facts: list[AttemptFact] = []
+        self._past_cooled: list[tuple[str, str, str]] = []
+        self._error_retry_after: float | None = None
         self._next_tool = 0
         self._tools: dict[int, tuple[ToolInvocation, float]] = {}
         self._body: list[bytes] = []
@@ -126,7 +140,7 @@ class AgentRun(Flow):
         """
         kind = type(event)
         if kind in _PROVIDER_EVENTS:
-            if event.call != self._round:  # type: ignore[attr-defined]
+            if event.call != self._call:  # type: ignore[attr-defined]
                 raise LocalProtocolError(f"provider call {event.call} is not outstanding")  # type: ignore[attr-defined]
             if kind is ProviderHead and not 200 <= event.status < 300:  # type: ignore[attr-defined]
                 return ErrorHead
@@ -141,6 +155,10 @@ class AgentRun(Flow):
 
     def _on_head(self, event: ProviderHead) -> list[Effect]:
         self._now = event.now
+        routed = self.routed
+        if routed is not None and self._retarget is not None:
+            routed.attempts.succeeded(routed.choice, event.now,
+                                      latency=event.now - routed.started)
         self._body = []
         self._size = 0
         effects: list[Effect] = []
@@ -159,6 +177,7 @@ class AgentRun(Flow):
         self._size = 0
         self._error_status = event.status
         self._error_headers = hdrs.backoff_headers(event.headers)
+        self._error_retry_after = retry_after(event.headers, self.exchange.head.wall)
         return [ReadProviderBody(event.call)]
 
     def _on_data(self, event: ProviderData) -> list[Effect]:
@@ -194,6 +213,10 @@ class AgentRun(Flow):
         body = b"".join(self._body)
         self._body = []
         status = self._error_status
+        retried = self._next_attempt(event.now, status)
+        if retried is not None:
+            return retried
+        self.state = Phase.DONE
         self.usage = self.loop.usage
         out = upstream_error_body(status, body, self.upstream.id, self.secrets)
         if self.exchange.head_sent:
@@ -204,6 +227,11 @@ class AgentRun(Flow):
 
     def _on_failed(self, event: ProviderFailed) -> list[Effect]:
         self._now = event.now
+        if self.state is Phase.PROVIDER:  # before this round's answer: another deployment
+            retried = self._next_attempt(event.now)
+            if retried is not None:
+                return retried
+        self.state = Phase.DONE
         error = provider_failure(self.upstream.id, event, self.secrets)
         if not self.exchange.head_sent:
             raise error
@@ -240,9 +268,59 @@ class AgentRun(Flow):
         return effects
 
     def _call_model(self, decision: CallModel) -> list[Effect]:
-        self._round = decision.round
-        return [CallProvider(decision.round, self.upstream.id, "POST", self.url,
-                             self.headers, decision.body)]
+        self._round_body = decision.body
+        self._call += 1
+        router = self.exchange.gateway.routing.router
+        if self._retarget is None or router is None:
+            return [CallProvider(self._call, self.upstream.id, "POST", self.url,
+                                 self.headers, decision.body)]
+        # Each round is routed afresh, as a request of its own to the alias.
+        self._past_facts, self._past_cooled = self.route_facts()
+        attempts = router.attempts(self._alias)
+        choice = attempts.first(self._now)
+        self.routed = Routed(self._alias, attempts, choice, self._send_to, self._now)
+        return [self._send_to(choice, self._call)]
+
+    # -- routing aliases -----------------------------------------------------------------
+
+    def route_by(self, alias: str, retarget: Callable[[Choice], Target]) -> None:
+        """Route every round's provider call through the routing ``alias``; ``retarget``
+        says where a deployment is (provider, URL, headers, model). Call before start."""
+        self._alias = alias
+        self._retarget = retarget
+
+    def route_facts(self) -> tuple[list[AttemptFact], list[tuple[str, str, str]]]:
+        """The outcomes of every round's attempts, in order."""
+        facts, cooled = super().route_facts()
+        return [*self._past_facts, *facts], [*self._past_cooled, *cooled]
+
+    def _send_to(self, choice: Choice, call: int) -> CallProvider:
+        """The current round's request, for ``choice``'s deployment (its model in the body)."""
+        assert self._retarget is not None
+        provider, url, headers, model = self._retarget(choice)
+        self.provider = self.upstream = provider
+        self.url, self.headers, self.model = url, headers, model
+        body = with_model(self._round_body, json.loads(self._round_body), model)
+        return CallProvider(call, provider.id, "POST", url, headers, body,
+                            head_timeout=choice.timeout)
+
+    def _next_attempt(self, now: float, status: int | None = None) -> list[Effect] | None:
+        """After a failed attempt of this round: the call to the next deployment, or
+        ``None`` when there is none (or the request is not routed)."""
+        routed = self.routed
+        if routed is None or self._retarget is None:
+            return None
+        if status is not None and status not in RETRYABLE_STATUSES:
+            routed.attempts.refused(routed.choice)
+            return None
+        following = routed.attempts.failed(routed.choice, now, status=status,
+                                           retry_after=self._error_retry_after)
+        if following is None:
+            return None
+        routed.choice, routed.started = following, now
+        self._call += 1
+        self.state = Phase.PROVIDER
+        return [self._send_to(following, self._call)]
 
     def _call_tools(self, decision: CallTools) -> list[Effect]:
         effects: list[Effect] = []
@@ -273,17 +351,18 @@ _DECISIONS: dict[type, tuple[Callable[[Any, Any], list[Effect]], Phase]] = {
     Finish: (_A._finish, Phase.DONE),
 }
 #: ``(phase, event kind) -> (handler, next phase)``; ``None``: the loop's decision
-#: names the next phase (see ``_DECISIONS``).
+#: names the next phase (see ``_DECISIONS``), or a routed round's failure goes on to the
+#: alias's next deployment (PROVIDER) or ends the run (DONE).
 AgentRun.TABLE = {
     (Phase.PROVIDER, ProviderHead): (_A._on_head, Phase.READING),
     (Phase.PROVIDER, ErrorHead): (_A._on_error_head, Phase.READING_ERROR),
-    (Phase.PROVIDER, ProviderFailed): (_A._on_failed, Phase.DONE),
+    (Phase.PROVIDER, ProviderFailed): (_A._on_failed, None),
     (Phase.READING, ProviderData): (_A._on_data, Phase.READING),
     (Phase.READING, ProviderEnd): (_A._on_end, None),
-    (Phase.READING, ProviderFailed): (_A._on_failed, Phase.DONE),
+    (Phase.READING, ProviderFailed): (_A._on_failed, None),
     (Phase.READING_ERROR, ProviderData): (_A._keep, Phase.READING_ERROR),
-    (Phase.READING_ERROR, ProviderEnd): (_A._on_error_end, Phase.DONE),
-    (Phase.READING_ERROR, ProviderFailed): (_A._on_failed, Phase.DONE),
+    (Phase.READING_ERROR, ProviderEnd): (_A._on_error_end, None),
+    (Phase.READING_ERROR, ProviderFailed): (_A._on_failed, None),
     (Phase.TOOLS, ToolResult): (_A._on_tool_result, None),
 }
 

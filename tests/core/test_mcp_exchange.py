@@ -230,3 +230,33 @@ def test_provider_error_in_a_later_streamed_round_keeps_status_200_and_ends_the_
     report = late[-1]
     assert isinstance(report, Report) and report.record.status == 200
     assert report.record.error == "upstream status 429"
+
+
+def test_each_agent_round_is_routed_through_the_alias() -> None:
+    from types import MappingProxyType
+
+    from igw_core.router import Alias, Deployment, Router, RoutingTable, Strategy
+
+    gateway = _gateway(GROQ_API_KEY="gsk-groq")
+    alias = Alias("smart", Strategy.ORDERED, (Deployment("groq", "llama"),
+                                             Deployment("openai", "gpt-4o")), retries=1)
+    gateway.routing.router = Router(RoutingTable(MappingProxyType({"smart": alias})))
+    exchange = Exchange(gateway, tools=TOOLS)
+    (first,) = _chat(exchange, {**REQUEST, "model": "smart"})
+    assert first.provider == "groq" and json.loads(first.body)["model"] == "llama"
+    # Round 1: groq is overloaded, openai answers with a tool call.
+    (retry,) = _provider_answers(exchange, first.call, b'{"error":{"message":"busy"}}', 2.0,
+                                 status=503)
+    assert isinstance(retry, CallProvider) and retry.provider == "openai"
+    assert json.loads(retry.body)["model"] == "gpt-4o"
+    assert json.loads(retry.body)["tools"] == json.loads(first.body)["tools"]
+    calls = _provider_answers(exchange, retry.call, _completion(None, [ADD_CALL]), 2.1)
+    assert [type(c) for c in calls] == [CallTool]
+    # Round 2 is routed afresh: groq is cooling, so openai again.
+    (again,) = exchange.receive(ToolResult(calls[0].call, True, "3", 2.5))
+    assert isinstance(again, CallProvider) and again.provider == "openai"
+    assert again.call > retry.call
+    final = _provider_answers(exchange, again.call, _completion("It is 3."), 3.0)
+    record = final[-1].record  # type: ignore[attr-defined]
+    assert record.alias == "smart" and record.provider == "openai"
+    assert [f.outcome for f in record.attempts] == ["retry", "ok", "ok"]
