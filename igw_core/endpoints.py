@@ -39,6 +39,7 @@ from igw_core.mcp.loop import AgentLoop
 from igw_core.messages import error_body as anthropic_error
 from igw_core.messages import messages_to_chat, translate_error
 from igw_core.models import alias_models
+from igw_core.openapi import document_bytes
 from igw_core.providers import PROVIDER_SPECS, Provider, ProviderSpec
 from igw_core.proxy import PREFIX as PROXY_PREFIX
 from igw_core.proxy import proxy_headers, proxy_url, split_proxy_path
@@ -539,6 +540,11 @@ def list_tools(x: Exchange) -> list[Effect]:
     return x.respond_json(200, x.tools.listing())
 
 
+def openapi_document(x: Exchange) -> list[Effect]:
+    """``GET /openapi.json``: the OpenAPI document of this surface."""
+    return x.respond_bytes(200, document_bytes())
+
+
 def no_route(x: Exchange) -> list[Effect]:
     """Refuse a path the gateway does not serve.
 
@@ -565,6 +571,7 @@ EXACT: dict[str, Endpoint] = {
                                           on_body=count_tokens, errors=ANTHROPIC_ERRORS),
     "/v1/models": Endpoint("/v1/models", _GET, True, on_head=list_models),
     "/v1/mcp/tools": Endpoint("/v1/mcp/tools", _GET, False, on_head=list_tools),
+    "/openapi.json": Endpoint("/openapi.json", _GET, False, on_head=openapi_document),
 }
 _MODEL = Endpoint("/v1/models", _GET, True, on_head=get_model)
 _RESPONSE = Endpoint(_RESPONSES, ("GET", "POST", "DELETE"), True, on_body=response_resource)

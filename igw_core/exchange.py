@@ -315,8 +315,11 @@ class Exchange:
 
     def respond_json(self, status: int, obj: Any) -> list[Effect]:
         """Answer ``obj`` as JSON and finish; the exchange needs nothing more."""
-        return [*json_response(status, json_bytes(obj), self.request_id),
-                self._finish(status)]
+        return self.respond_bytes(status, json_bytes(obj))
+
+    def respond_bytes(self, status: int, body: bytes) -> list[Effect]:
+        """Answer ``body``, already JSON, and finish."""
+        return [*json_response(status, body, self.request_id), self._finish(status)]
 
     def _refuse(self, error: GatewayError) -> list[Effect]:
         status = self.flow.status if self.flow is not None else 0

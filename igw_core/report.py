@@ -13,7 +13,8 @@ from igw_core.router import AttemptFact
 #: Route labels are drawn from this fixed set so metrics never grow per path.
 ROUTE_LABELS = frozenset({
     "/health", "/v1/models", "/v1/chat/completions", "/v1/mcp/tools", "/proxy", "other",
-    "/ready", "/v1/embeddings", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
+    "/ready", "/openapi.json", "/v1/embeddings", "/v1/responses", "/v1/messages",
+    "/v1/messages/count_tokens",
 })
 
 
