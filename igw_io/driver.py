@@ -47,7 +47,7 @@ from igw_core.events import (
     ToolResult,
 )
 from igw_core.exchange import Exchange
-from igw_core.flows.relay import MAX_BUFFERED_RESPONSE
+from igw_core.flows.base import MAX_BUFFERED
 from igw_core.gateway import Gateway
 from igw_core.mcp.catalog import EMPTY
 from igw_core.report import ExchangeRecord
@@ -191,7 +191,7 @@ class _Run:
         try:
             response = await self.upstream.open(call)
             try:
-                body = await response.read(MAX_BUFFERED_RESPONSE)
+                body = await response.read(MAX_BUFFERED)
             finally:
                 await response.aclose()
             event = ProviderResponse(call.call, response.status, response.headers, body,

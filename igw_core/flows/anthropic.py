@@ -24,7 +24,7 @@ from igw_core.events import (
     ProviderFailed,
     ProviderHead,
 )
-from igw_core.flows.base import Flow, provider_failure
+from igw_core.flows.base import MAX_BUFFERED, BodyBuffer, ErrorHead, Flow, provider_failure
 from igw_core.mcp.loop import stream_of_completion
 from igw_core.messages import MessageStream, chat_to_message, translate_error
 from igw_core.redact import scrub_bytes
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
     from igw_core.providers import Provider
 
 log = logging.getLogger("igw.exchange")
-
-#: Largest provider body (a completion or an error) buffered for translation.
-MAX_BODY = 8 * 1024 * 1024
 
 _STREAM_HEAD = ((b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
@@ -52,10 +49,6 @@ class Step(enum.Enum):
     READING = "reading"  # a whole completion is read, to translate at its end
     READING_ERROR = "reading_error"  # a provider error is read whole
     DONE = "done"
-
-
-class ErrorHead:
-    """Table key: a provider head with a non-2xx status."""
 
 
 class StreamHead:
@@ -84,8 +77,7 @@ class TranslatedMessages(Flow):
         self._client_model = client_model
         self._message_id = "msg_" + (exchange.head.fresh_id or exchange.request_id)
         self._stream = MessageStream(client_model, self._message_id)
-        self._body: list[bytes] = []
-        self._size = 0
+        self._body = BodyBuffer()
         self._error_headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def kind(self, event: Event) -> type:
@@ -158,15 +150,14 @@ class TranslatedMessages(Flow):
     # -- whole bodies --------------------------------------------------------------------
 
     def _keep(self, event: ProviderData) -> list[Effect]:
-        self._size += len(event.data)
-        if self._size <= MAX_BODY:
-            self._body.append(event.data)
+        self._body.add(event.data)
         return []
 
     def _on_body_end(self, event: ProviderEnd) -> list[Effect]:
-        body = b"".join(self._body)
-        if self._size > MAX_BODY:
-            raise UpstreamUnreachable(f"upstream {self.upstream.id} answer over {MAX_BODY} bytes")
+        if self._body.over:
+            raise UpstreamUnreachable(
+                f"upstream {self.upstream.id} answer over {MAX_BUFFERED} bytes")
+        body = self._body.take()
         if self.streamed:  # a JSON completion for a streaming request: stream it
             out = self._stream.feed(stream_of_completion(body)) + self._stream.close()
             self.status = 200
@@ -186,7 +177,7 @@ class TranslatedMessages(Flow):
         return json_response(200, json_bytes(message), self.exchange.request_id)
 
     def _on_error_end(self, event: ProviderEnd) -> list[Effect]:
-        body = scrub_bytes(b"".join(self._body), self.exchange.gateway.secrets)
+        body = scrub_bytes(self._body.take(), self.exchange.gateway.secrets)
         self.error = f"upstream status {self.status}"
         return json_response(self.status, translate_error(self.status, body),
                              self.exchange.request_id, self._error_headers)

@@ -18,10 +18,44 @@ if TYPE_CHECKING:
     from igw_core.providers import Provider
     from igw_core.router import AttemptFact, Attempts, Choice
 
+#: Largest provider body (a completion, an error, a model list) the core buffers.
+MAX_BUFFERED = 8 * 1024 * 1024
+
 Handler = Callable[[Any, Any], list[Effect]]
 #: ``(state, event kind) -> (handler, next state)``; a next state of ``None`` means the
 #: handler moves on by itself (where the way on is decided by the event's content).
 Table = Mapping[tuple[enum.Enum, type], tuple[Handler, enum.Enum | None]]
+
+
+class ErrorHead:
+    """Table key: a provider head with a non-2xx status, whose body is read whole."""
+
+
+class BodyBuffer:
+    """A provider body read whole: kept up to :data:`MAX_BUFFERED` bytes, counted beyond."""
+
+    __slots__ = ("_parts", "size")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        """Keep ``data`` (only count it once the limit is passed)."""
+        self.size += len(data)
+        if self.size <= MAX_BUFFERED:
+            self._parts.append(data)
+
+    @property
+    def over(self) -> bool:
+        """Whether the body passed the limit (what was kept is cut short)."""
+        return self.size > MAX_BUFFERED
+
+    def take(self) -> bytes:
+        """Return what was kept and start over empty."""
+        body = b"".join(self._parts)
+        self._parts, self.size = [], 0
+        return body
 
 
 @dataclass(slots=True)

@@ -32,7 +32,7 @@ from igw_core.events import (
     ProviderFailed,
     ProviderHead,
 )
-from igw_core.flows.base import Flow, Routed, provider_failure
+from igw_core.flows.base import BodyBuffer, ErrorHead, Flow, Routed, provider_failure
 from igw_core.redact import scrub, truncate_body_text
 from igw_core.responses import json_response
 from igw_core.router import RETRYABLE_STATUSES
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
     from igw_core.router import Choice
 
 log = logging.getLogger("igw.exchange")
-
-#: Largest provider error body the gateway buffers.
-MAX_BUFFERED_RESPONSE = 8 * 1024 * 1024
 
 _STREAM_HEAD_KEPT = 4096
 _STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
@@ -62,10 +59,6 @@ class Step(enum.Enum):
     RELAYING = "relaying"  # SendHead + RelayBody emitted
     READING_ERROR = "reading_error"  # a provider error is being read whole
     DONE = "done"
-
-
-class ErrorHead:
-    """Table key: a :class:`ProviderHead` with a non-2xx status, on a relay that wraps errors."""
 
 
 class RelayFlow(Flow):
@@ -102,8 +95,7 @@ class RelayFlow(Flow):
         self._retry_after: float | None = None
         self._tap: ResponseTap | None = None
         self._error_headers: tuple[tuple[bytes, bytes], ...] = ()
-        self._error_body: list[bytes] = []
-        self._error_size = 0
+        self._error_body = BodyBuffer()
 
     def kind(self, event: Event) -> type:
         """Split provider heads into relayed ones and errors to read (not for ``/proxy``)."""
@@ -175,8 +167,7 @@ class RelayFlow(Flow):
         self.status = event.status
         # Keep what SDKs need to back off (Retry-After, x-ratelimit-*).
         self._error_headers = hdrs.backoff_headers(event.headers)
-        self._error_body = []
-        self._error_size = 0
+        self._error_body = BodyBuffer()
         if self.routed is not None:
             self._retry_after = retry_after(event.headers, self.exchange.head.wall)
         return [ReadProviderBody(self.call)]
@@ -236,13 +227,11 @@ class RelayFlow(Flow):
     # -- a provider's error ------------------------------------------------------------
 
     def _on_error_data(self, event: ProviderData) -> list[Effect]:
-        self._error_size += len(event.data)
-        if self._error_size <= MAX_BUFFERED_RESPONSE:
-            self._error_body.append(event.data)
+        self._error_body.add(event.data)
         return []
 
     def _on_error_end(self, event: ProviderEnd) -> list[Effect]:
-        body = b"".join(self._error_body)
+        body = self._error_body.take()
         if self.exchange.gateway.settings.is_development:
             self.log_upstream(self.status, body)
         routed = self.routed

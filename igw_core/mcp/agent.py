@@ -34,7 +34,7 @@ from igw_core.events import (
     ProviderHead,
     ToolResult,
 )
-from igw_core.flows.base import Flow, Routed, provider_failure
+from igw_core.flows.base import MAX_BUFFERED, BodyBuffer, ErrorHead, Flow, Routed, provider_failure
 from igw_core.flows.relay import retry_after
 from igw_core.mcp.loop import (
     AgentLoop,
@@ -62,8 +62,6 @@ __all__ = ["AgentRun", "Phase"]
 
 log = logging.getLogger("igw.mcp")
 
-#: Largest provider body (a completion or an error) the loop buffers per round.
-MAX_BODY = 8 * 1024 * 1024
 
 
 class Phase(enum.Enum):
@@ -74,10 +72,6 @@ class Phase(enum.Enum):
     READING_ERROR = "reading_error"  # ReadProviderBody emitted for an error answer
     TOOLS = "tools"  # CallTool effects outstanding
     DONE = "done"  # the client has its answer
-
-
-class ErrorHead:
-    """Table key: a provider head with a non-2xx status."""
 
 
 _STREAM_HEAD = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
@@ -121,8 +115,7 @@ class AgentRun(Flow):
         self._error_retry_after: float | None = None
         self._next_tool = 0
         self._tools: dict[int, tuple[ToolInvocation, float]] = {}
-        self._body: list[bytes] = []
-        self._size = 0
+        self._body = BodyBuffer()
         self._now = 0.0
         self._json_answer = False  # a streaming request answered with one JSON body
         self._error_headers: tuple[tuple[bytes, bytes], ...] = ()
@@ -159,8 +152,7 @@ class AgentRun(Flow):
         if routed is not None and self._retarget is not None:
             routed.attempts.succeeded(routed.choice, event.now,
                                       latency=event.now - routed.started)
-        self._body = []
-        self._size = 0
+        self._body = BodyBuffer()
         effects: list[Effect] = []
         if self.loop.stream and not self.exchange.head_sent:
             self.status = 200
@@ -173,8 +165,7 @@ class AgentRun(Flow):
 
     def _on_error_head(self, event: ProviderHead) -> list[Effect]:
         self._now = event.now
-        self._body = []
-        self._size = 0
+        self._body = BodyBuffer()
         self._error_status = event.status
         self._error_headers = hdrs.backoff_headers(event.headers)
         self._error_retry_after = retry_after(event.headers, self.exchange.head.wall)
@@ -187,15 +178,13 @@ class AgentRun(Flow):
         return self._keep(event)
 
     def _keep(self, event: ProviderData) -> list[Effect]:
-        self._size += len(event.data)
-        if self._size <= MAX_BODY:
-            self._body.append(event.data)
+        self._body.add(event.data)
         return []
 
     def _on_end(self, event: ProviderEnd) -> list[Effect]:
         self._now = event.now
-        body = b"".join(self._body)
-        self._body = []
+        over = self._body.over
+        body = self._body.take()
         if self.loop.stream:
             sent = b""
             if self._json_answer:
@@ -203,15 +192,14 @@ class AgentRun(Flow):
             out, decision = self.loop.end_stream()
             sent += out
             return [*([SendData(sent)] if sent else []), *self._apply(decision)]
-        if self._size > MAX_BODY:
+        if over:
             raise UpstreamUnreachable(
-                f"upstream {self.upstream.id} response over {MAX_BODY} bytes")
+                f"upstream {self.upstream.id} response over {MAX_BUFFERED} bytes")
         return self._apply(self.loop.receive_completion(body))
 
     def _on_error_end(self, event: ProviderEnd) -> list[Effect]:
         self._now = event.now
-        body = b"".join(self._body)
-        self._body = []
+        body = self._body.take()
         status = self._error_status
         retried = self._next_attempt(event.now, status)
         if retried is not None:
