@@ -202,7 +202,7 @@ _DOMAINS: dict[str, int] = {
     "model": _MODEL_LIMIT + 2,  # the admitted names, "other" and "" (no model)
     "gen_ai_request_model": _MODEL_LIMIT + 2,
     "tool_name": _TOOL_LIMIT + 2,
-    "gen_ai_operation_name": 1,
+    "gen_ai_operation_name": 2,  # chat (chat, messages, responses) and embeddings
     "gen_ai_token_type": 2,
 }
 
