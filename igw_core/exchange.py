@@ -28,7 +28,7 @@ from igw_core.auth import (
     verify_bearer,
 )
 from igw_core.effects import Abort, Effect, ReadRequestBody, RefreshKeys, Report, SendData, SendHead
-from igw_core.endpoints import Endpoint, find_endpoint
+from igw_core.endpoints import ANTHROPIC_ERRORS, Endpoint, find_endpoint
 from igw_core.errors import (
     BadRequest,
     GatewayError,
@@ -214,10 +214,21 @@ class Exchange:
     def _authenticate(self) -> None:
         settings = self.gateway.settings
         verify_bearer(
-            hdrs.get(self.head.headers, b"authorization"), self.keys,
+            self._credentials(), self.keys,
             issuer=settings.auth_oidc_issuer, audience=settings.auth_oidc_client_id,
             now=self.head.wall,
         )
+
+    def _credentials(self) -> bytes | None:
+        """The ``Authorization`` header; on the Anthropic endpoints, without one, the
+        token in ``x-api-key`` (where Anthropic SDKs before 2.x put their key)."""
+        headers = self.head.headers
+        given = hdrs.get(headers, b"authorization")
+        if given is None and self._errors is ANTHROPIC_ERRORS:
+            key = hdrs.get(headers, b"x-api-key")
+            if key:
+                return b"Bearer " + key
+        return given
 
     def _auth_error(self, failure: AuthFailure) -> GatewayError:
         log_failure(failure, development=self.gateway.settings.is_development,

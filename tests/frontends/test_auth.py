@@ -185,3 +185,24 @@ def test_issuer_unreachable_at_startup_answers_503_then_recovers(
         assert _get(gateway, "/ready").status == 200
     finally:
         issuer.stop()
+
+
+def test_anthropic_sdks_may_carry_the_token_in_x_api_key(
+    gateway: RunningGateway, idp: OIDCIssuer, module_openai: MockProvider
+) -> None:
+    body = json.dumps({"model": "openai/gpt-4o-mini", "max_tokens": 16,
+                       "messages": [{"role": "user", "content": "via x-api-key"}]}).encode()
+
+    def post(path: str, key: str) -> httpcore.Response:
+        return httpcore.request("POST", gateway.url + path, content=body, headers=[
+            (b"content-type", b"application/json"), (b"x-api-key", key.encode()),
+            (b"anthropic-version", b"2023-06-01")])
+
+    token = idp.mint()
+    answer = post("/v1/messages", token)
+    assert answer.status == 200 and json.loads(answer.content)["type"] == "message"
+    assert token not in repr(module_openai.chat_requests[-1].headers)
+    refused = post("/v1/messages", "not-a-jwt")
+    assert refused.status == 401 and json.loads(refused.content)["type"] == "error"
+    # Only the Anthropic endpoints read it: OpenAI clients send Authorization.
+    assert post("/v1/chat/completions", token).status == 401
