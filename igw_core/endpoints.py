@@ -294,22 +294,56 @@ def _responses_path(spec: ProviderSpec) -> str | None:
 
 
 def _model_call(x: Exchange, body: bytes, attribute: Callable[[ProviderSpec], str | None],
-                what: str, stream: bool, choice: Choice, call: int) -> CallProvider:
-    """The request for one deployment of an alias: the body with the deployment's model.
+                what: str, stream: bool, route: Route, call: int, *,
+                request: dict[str, Any] | None = None,
+                head_timeout: float | None = None) -> CallProvider:
+    """The request to ``route``: the client's body with the route's model (``request``:
+    the body already parsed, changed here).
 
     Raises:
-        BadRequest: the deployment's provider does not serve ``what``, or image input
-            while vision is off.
+        BadRequest: the provider does not serve ``what``, or image input while vision is
+            off.
     """
-    route = _route_of(x, choice)
     provider = route.provider
     path = _served(provider, attribute, what)
-    request = parse_json_object(body)
+    if request is None:
+        request = parse_json_object(body)
     check_vision(x.gateway.settings.enable_vision, body, request, route.model)
     out = with_model(body, request, route.model)
     return CallProvider(call, provider.id, "POST", provider.url(path),
                         _outbound(x, provider, out, stream=stream), out,
-                        head_timeout=choice.timeout)
+                        head_timeout=head_timeout)
+
+
+def _deployment_call(x: Exchange, body: bytes,
+                     attribute: Callable[[ProviderSpec], str | None], what: str,
+                     stream: bool, choice: Choice, call: int) -> CallProvider:
+    """The request for one deployment of an alias (parsed afresh from the body)."""
+    return _model_call(x, body, attribute, what, stream, _route_of(x, choice), call,
+                       head_timeout=choice.timeout)
+
+
+def _start_model_request(x: Exchange, body: bytes,
+                         attribute: Callable[[ProviderSpec], str | None],
+                         what: str) -> list[Effect]:
+    """Relay a request routed by its ``model`` to a provider serving ``what`` (a routing
+    alias: to its deployments in turn).
+
+    Raises:
+        BadRequest: malformed JSON, no routable model, a provider without ``what``, or
+            image input while vision is off.
+        Forbidden: the model policy refuses the model.
+    """
+    request = parse_json_object(body)
+    stream = request.get("stream") is True
+    alias = _alias_of(x, request)
+    if alias is not None:
+        return _start_routed(x, alias, partial(_deployment_call, x, body, attribute, what,
+                                               stream))
+    route = route_request(x.gateway, request, x.query_param("provider"))
+    call = _model_call(x, body, attribute, what, stream, route, 0, request=request)
+    flow = RelayFlow(x, route.provider, route.model)
+    return x.begin(flow, flow.start(call))
 
 
 def start_embeddings(x: Exchange, body: bytes) -> list[Effect]:
@@ -319,16 +353,7 @@ def start_embeddings(x: Exchange, body: bytes) -> list[Effect]:
         BadRequest: malformed JSON, no routable model, or a provider without embeddings.
         Forbidden: the model policy refuses the model.
     """
-    request = parse_json_object(body)
-    alias = _alias_of(x, request)
-    if alias is not None:
-        return _start_routed(x, alias, partial(_model_call, x, body, _embeddings_path,
-                                               "embeddings", False))
-    route = route_request(x.gateway, request, x.query_param("provider"))
-    provider = route.provider
-    path = _served(provider, _embeddings_path, "embeddings")
-    return relay(x, provider, route.model, "POST", provider.url(path),
-                 with_model(body, request, route.model))
+    return _start_model_request(x, body, _embeddings_path, "embeddings")
 
 
 def start_response(x: Exchange, body: bytes) -> list[Effect]:
@@ -339,18 +364,7 @@ def start_response(x: Exchange, body: bytes) -> list[Effect]:
             image input while vision is off.
         Forbidden: the model policy refuses the model.
     """
-    request = parse_json_object(body)
-    stream = request.get("stream") is True
-    alias = _alias_of(x, request)
-    if alias is not None:
-        return _start_routed(x, alias, partial(_model_call, x, body, _responses_path,
-                                               "the Responses API", stream))
-    route = route_request(x.gateway, request, x.query_param("provider"))
-    provider = route.provider
-    path = _served(provider, _responses_path, "the Responses API")
-    check_vision(x.gateway.settings.enable_vision, body, request, route.model)
-    return relay(x, provider, route.model, "POST", provider.url(path),
-                 with_model(body, request, route.model), stream=stream)
+    return _start_model_request(x, body, _responses_path, "the Responses API")
 
 
 def response_resource(x: Exchange, body: bytes) -> list[Effect]:

@@ -118,6 +118,7 @@ class Exchange:
         self.head_sent = False
         self.flow: Flow | None = None
         self._endpoint: Endpoint | None = None
+        self._found = _NOT_ROUTED
         self._errors = OPENAI_ERRORS
         self._body: list[bytes] = []
         self._body_size = 0
@@ -200,8 +201,11 @@ class Exchange:
             self._require(endpoint.methods)
             assert endpoint.on_head is not None
             return endpoint.on_head(self)
+        # Found before auth so that even a 401 comes in the endpoint's API's shape; the
+        # report names it only once routed (a refusal before that is "other").
+        found = self._found = find_endpoint(self.gateway, head.path)
+        self._errors = found.errors
         if self.gateway.settings.auth_enable:
-            self._errors = find_endpoint(self.gateway, head.path).errors
             try:
                 self._authenticate()
             except AuthFailure as failure:
@@ -247,8 +251,7 @@ class Exchange:
 
     def _route(self) -> list[Effect]:
         head = self.head
-        endpoint = self._endpoint = find_endpoint(self.gateway, head.path)
-        self._errors = endpoint.errors
+        endpoint = self._endpoint = self._found
         self._require(endpoint.methods)
         effects = endpoint.on_head(self) if endpoint.on_head is not None else []
         if endpoint.on_body is None:
@@ -396,6 +399,7 @@ _PROBES = {
     "/ready": Endpoint("/ready", ("GET",), False, on_head=_ready),
 }
 _NO_HEAD = RequestHead("", "", "", (), 0.0)
+_NOT_ROUTED = Endpoint("other", None, False)
 _Handler = Callable[[Exchange, Any], list[Effect]]
 _E = Exchange
 #: (state, event type) -> (handler, next state); ``None``: the handler moves on itself,

@@ -127,8 +127,7 @@ class RelayFlow(Flow):
     def _selected(self, event: ProviderHead) -> list[tuple[bytes, bytes]]:
         """Report the routed attempt's success; return the headers naming the deployment."""
         routed = self.routed
-        if routed is None:
-            return []
+        assert routed is not None
         routed.attempts.succeeded(routed.choice, event.now, latency=event.now - routed.started)
         deployment = routed.choice.deployment
         return [(b"x-selected-provider", deployment.provider.encode()),
@@ -154,7 +153,8 @@ class RelayFlow(Flow):
         elif length is not None:
             out.append((b"content-length", length))
         out.append((b"x-request-id", request_id))
-        out.extend(self._selected(event))
+        if self.routed is not None:
+            out.extend(self._selected(event))
         # A stream's first event may carry its prompt count (Anthropic's message_start).
         keep = 64 * 1024 if self.exchange.gateway.settings.is_development else (
             _STREAM_HEAD_KEPT if self.streamed else 0)
