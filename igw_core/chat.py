@@ -16,7 +16,7 @@ from igw_core.routing import Route, route_model
 from igw_core.vision import check_vision
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChatPlan:
     """A validated chat request, ready to send.
 

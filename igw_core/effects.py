@@ -1,7 +1,8 @@
 """Effects: what an :class:`~igw_core.exchange.Exchange` asks its frontend to do.
 
 Effects are imperatives; the frontend's IO layer performs them in order and
-feeds the outcome back as events. Don't subclass these.
+feeds the outcome back as events. Don't subclass these, and don't change one once
+made (they are not frozen for the reason :mod:`igw_core.events` gives).
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ class BodyTap(Protocol):
         """Observe one relayed chunk."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadRequestBody(Effect):
     """Read the client's request body and feed ``RequestData``... ``RequestEnd``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallProvider(Effect):
     """Send an HTTP request to a provider.
 
@@ -60,7 +61,7 @@ class CallProvider(Effect):
     head_timeout: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallTool(Effect):
     """Call an MCP tool and feed a ``ToolResult`` with the same ``call`` id.
 
@@ -80,7 +81,7 @@ class CallTool(Effect):
     arguments: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RelayBody(Effect):
     """Copy call ``call``'s response body to the client as it arrives, unchanged.
 
@@ -92,14 +93,14 @@ class RelayBody(Effect):
     tap: BodyTap | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadProviderBody(Effect):
     """Feed call ``call``'s response body as ``ProviderData`` events, then ``ProviderEnd``."""
 
     call: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RefreshKeys(Effect):
     """Refetch the issuer's keys (rate-limited by the IO layer), then feed ``KeysRefreshed``.
 
@@ -109,7 +110,7 @@ class RefreshKeys(Effect):
     kid: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendHead(Effect):
     """Send the client a response head.
 
@@ -121,24 +122,24 @@ class SendHead(Effect):
     headers: Headers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendData(Effect):
     """Send the client these body bytes."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendEnd(Effect):
     """The response is complete."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Abort(Effect):
     """Break the client connection: the response cannot be completed honestly."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Report(Effect):
     """A finished exchange's facts, for metrics and the access log."""
 

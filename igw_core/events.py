@@ -1,6 +1,8 @@
 """Events: what a frontend tells an :class:`~igw_core.exchange.Exchange` happened.
 
-Events carry data, never behaviour. Don't subclass these. Header names are
+Events carry data, never behaviour. Don't subclass these, and don't change one once
+made: they are slotted dataclasses but not frozen, because several are made per
+request and a frozen dataclass takes about five times as long to construct. Header names are
 lower-case ``bytes`` (as both h11 and ASGI deliver them); values are ``bytes``.
 Times (``now``) are readings of the frontend's monotonic clock in seconds.
 """
@@ -24,7 +26,7 @@ class Event:
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestHead(Event):
     """A client request's head arrived.
 
@@ -47,14 +49,14 @@ class RequestHead(Event):
     fresh_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestData(Event):
     """A piece of the client's request body."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestEnd(Event):
     """The client's request body is complete."""
 
@@ -66,7 +68,7 @@ class BodyFailure(enum.Enum):
     MALFORMED = "malformed"  # the body's framing broke HTTP (a bad chunk, say)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestBodyFailed(Event):
     """The client's request body could not be read to its end.
 
@@ -93,7 +95,7 @@ class FailureReason(enum.Enum):
     TOO_LARGE = "too_large"  # a buffered body exceeded the gateway's limit
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProviderHead(Event):
     """The response head of provider call ``call`` arrived.
 
@@ -110,7 +112,7 @@ class ProviderHead(Event):
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProviderData(Event):
     """A piece of provider call ``call``'s response body (after ``ReadProviderBody``)."""
 
@@ -118,7 +120,7 @@ class ProviderData(Event):
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProviderEnd(Event):
     """Provider call ``call``'s body is complete (read or relayed).
 
@@ -133,7 +135,7 @@ class ProviderEnd(Event):
     first_data_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProviderResponse(Event):
     """A whole buffered response to a ``CallProvider(buffer=True)``."""
 
@@ -144,7 +146,7 @@ class ProviderResponse(Event):
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProviderFailed(Event):
     """Provider call ``call`` failed.
 
@@ -161,7 +163,7 @@ class ProviderFailed(Event):
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolResult(Event):
     """The outcome of MCP tool call ``call`` (a ``CallTool`` effect).
 
@@ -178,14 +180,14 @@ class ToolResult(Event):
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KeysRefreshed(Event):
     """The answer to ``RefreshKeys``: the issuer's key set now (``None``: not loaded)."""
 
     keys: KeySet | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientGone(Event):
     """The client disconnected before the response was complete.
 

@@ -11,7 +11,6 @@ do next is the table :data:`TRANSITIONS`; anything else raises
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -47,7 +46,7 @@ from igw_core.events import (
     RequestEnd,
     RequestHead,
 )
-from igw_core.flows.base import Flow
+from igw_core.flows.base import Flow, TableState
 from igw_core.gateway import Gateway
 from igw_core.mcp.catalog import EMPTY, Catalogue
 from igw_core.report import ExchangeRecord
@@ -62,7 +61,7 @@ from igw_core.responses import (
 __all__ = ["TRANSITIONS", "Exchange", "State", "request_id_of"]
 
 
-class State(enum.Enum):
+class State(TableState):
     """Where an exchange is."""
 
     IDLE = "idle"  # waiting for the request head
@@ -102,6 +101,7 @@ class Exchange:
         head_sent: whether a response head has been emitted (an error after it can
             only abort the connection).
         flow: the flow doing the request's work, once routed there.
+        finished: whether the exchange has reported and needs nothing more.
     """
 
     def __init__(
@@ -113,6 +113,7 @@ class Exchange:
         self.draining = draining
         self.tools = tools
         self.state = State.IDLE
+        self.finished = False  # an attribute, not a property: the driver asks per effect
         self.request_id = ""
         self.head = _NO_HEAD
         self.head_sent = False
@@ -123,11 +124,6 @@ class Exchange:
         self._body: list[bytes] = []
         self._body_size = 0
         self._now = 0.0
-
-    @property
-    def finished(self) -> bool:
-        """Whether the exchange has reported and needs nothing more."""
-        return self.state is State.DONE
 
     @property
     def started(self) -> float:
@@ -351,6 +347,7 @@ class Exchange:
     def _finish(self, status: int, *, usage: Any = None, first_byte: float | None = None,
                 error: str = "") -> Report:
         self.state = State.DONE
+        self.finished = True
         head, flow, endpoint = self.head, self.flow, self._endpoint
         provider = flow.provider if flow is not None else None
         routed = flow.routed if flow is not None else None

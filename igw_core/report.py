@@ -42,9 +42,9 @@ class ToolCallFact:
     duration: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ExchangeRecord:
-    """What one request did.
+    """What one request did (read-only by convention; not frozen, as events are not).
 
     Fields:
         request_id: the id sent back in ``X-Request-Id``.

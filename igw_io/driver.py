@@ -53,6 +53,7 @@ from igw_core.mcp.catalog import EMPTY
 from igw_core.report import ExchangeRecord
 from igw_core.responses import error_body
 from igw_io.channel import ClientChannel, ClientDisconnected, RequestBodyError
+from igw_io.logs import current_request_id
 from igw_io.upstream import Upstream, UpstreamFailure, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -99,16 +100,21 @@ class _Run:
             ClientDisconnected: the client left.
         """
         effects = self.effects
+        exchange = self.exchange
         perform = _PERFORM
-        while effects or not self.exchange.finished:
+        while effects or not exchange.finished:
             if not effects:  # pragma: no cover - the exchange always asks for something
                 raise RuntimeError("exchange stalled without effects")
             effect = effects.popleft()
             kind = type(effect)
-            if self.watch is not None and kind in _CALLS:
-                self.watch()
-                self.watch = None
-            if _in_parallel(effect):
+            if kind is CallProvider or kind is CallTool:
+                if self.watch is not None:
+                    self.watch()
+                    self.watch = None
+                parallel = kind is CallTool or effect.buffer  # type: ignore[attr-defined]
+            else:
+                parallel = False
+            if parallel:
                 batch = [effect]
                 while effects and _in_parallel(effects[0]):
                     batch.append(effects.popleft())
@@ -265,7 +271,6 @@ _PERFORM: dict[type[Effect], Callable[[_Run, Any], Awaitable[None]]] = {
     Report: _Run.report,
     Abort: _Run.abort,
 }
-_CALLS = frozenset({CallProvider, CallTool})
 
 
 def _in_parallel(effect: Effect) -> bool:
@@ -309,8 +314,12 @@ async def serve(services: Services, channel: ClientChannel, head: RequestHead) -
     exchange = Exchange(services.gateway, tools=tools, keys=keys,
                         draining=services.draining())
     run = _Run(exchange, channel, services.upstream, services.clock, mcp, oidc)
+    token = None
     try:
-        return await _drive(run, head)
+        run.feed(head)
+        # Every line logged while the request is served carries its id.
+        token = current_request_id.set(exchange.request_id)
+        return await _drive(run)
     except Exception:
         log.exception("unhandled error serving request")
         try:
@@ -324,16 +333,18 @@ async def serve(services: Services, channel: ClientChannel, head: RequestHead) -
                 await channel.send_end()
         except ClientDisconnected:
             pass
-        return ExchangeRecord(request_id=head.fresh_id, method=head.method, route="other",
-                              path=head.path, status=500, started=head.now,
-                              ended=services.clock(),
-                              counted=False, error="internal error")
+        return ExchangeRecord(request_id=exchange.request_id or head.fresh_id,
+                              method=head.method, route="other", path=head.path, status=500,
+                              started=head.now, ended=services.clock(), counted=False,
+                              error="internal error")
+    finally:
+        if token is not None:
+            current_request_id.reset(token)
 
 
-async def _drive(run: _Run, head: RequestHead) -> ExchangeRecord:
-    """Feed ``head`` and perform effects until the exchange reports; see :func:`serve`."""
+async def _drive(run: _Run) -> ExchangeRecord:
+    """Perform effects until the exchange (fed its head) reports; see :func:`serve`."""
     exchange, channel = run.exchange, run.channel
-    run.feed(head)
     if exchange.finished:  # answered from the head alone: no IO to watch
         for effect in run.effects:
             await run.perform_simple(effect)

@@ -7,10 +7,10 @@ A frontend creates one :class:`Runtime` at startup, hands every request to
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from random import getrandbits
 from typing import TYPE_CHECKING
 
 import anyio
@@ -18,13 +18,12 @@ from anyio.abc import TaskGroup
 
 from igw_core.config import ConfigError, Settings, startup_lines
 from igw_core.events import RequestHead
-from igw_core.exchange import request_id_of
 from igw_core.gateway import Gateway
 from igw_core.report import ExchangeRecord
 from igw_core.router import Router
 from igw_io.channel import ClientChannel
 from igw_io.driver import Services, serve
-from igw_io.logs import AccessLog, current_request_id
+from igw_io.logs import AccessLog
 from igw_io.routing_file import load_from_settings
 from igw_io.upstream import Upstream
 
@@ -128,20 +127,18 @@ class Runtime:
         self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]]
     ) -> RequestHead:
         """Return a request-head event stamped with the clocks and a fresh request id."""
+        # The id needs to be unique, not secret: no os.urandom syscall per request (the
+        # random module is reseeded in a forked worker).
         return RequestHead(method, path, query, headers, self.clock(), time.time(),
-                           os.urandom(8).hex())
+                           f"{getrandbits(64):016x}")
 
     async def handle(self, channel: ClientChannel, head: RequestHead) -> ExchangeRecord:
         """Serve one request on ``channel``, then log its access line and record its metrics.
 
         Every log line emitted while serving it carries its request id.
         """
-        token = current_request_id.set(request_id_of(head))  # as request_context, inlined
-        try:
-            record = await serve(self.services, channel, head)
-            self.record(record)
-        finally:
-            current_request_id.reset(token)
+        record = await serve(self.services, channel, head)
+        self.record(record)
         return record
 
     def _cooling(self, alias: str) -> int:

@@ -214,18 +214,22 @@ class HTTP1Connection(asyncio.Protocol):
         self.body_done = self.continue_sent = self.complete = False
         self.chunked = False
         self.task = self.loop.create_task(self._serve(event))
-        self.task.add_done_callback(self._served)
 
     async def _serve(self, head: Head) -> None:
-        path, _, query = head.target.decode("latin-1").partition("?")
-        event = self.runtime.head(head.method.decode("latin-1"), path, query, head.headers)
-        await self.runtime.handle(self, event)
+        # What follows a request runs at the end of its task, not in a done-callback:
+        # one loop callback fewer per request.
+        try:
+            path, _, query = head.target.decode("latin-1").partition("?")
+            event = self.runtime.head(head.method.decode("latin-1"), path, query, head.headers)
+            await self.runtime.handle(self, event)
+        except Exception:
+            log.exception("request task failed")
+        finally:
+            self._served()
 
-    def _served(self, task: asyncio.Task[None]) -> None:
+    def _served(self) -> None:
         self.task = None
         self.on_gone = None
-        if not task.cancelled() and task.exception() is not None:
-            log.error("request task failed", exc_info=task.exception())
         head = self.head
         self.head = None
         if self.lost:

@@ -20,7 +20,7 @@ import h11
 MAX_HEAD = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Head:
     """A request head.
 

@@ -8,7 +8,6 @@ an error into Anthropic's error shape.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -24,7 +23,14 @@ from igw_core.events import (
     ProviderFailed,
     ProviderHead,
 )
-from igw_core.flows.base import MAX_BUFFERED, BodyBuffer, ErrorHead, Flow, provider_failure
+from igw_core.flows.base import (
+    MAX_BUFFERED,
+    BodyBuffer,
+    ErrorHead,
+    Flow,
+    TableState,
+    provider_failure,
+)
 from igw_core.mcp.loop import stream_of_completion
 from igw_core.messages import MessageStream, chat_to_message, translate_error
 from igw_core.redact import scrub_bytes
@@ -41,7 +47,7 @@ _STREAM_HEAD = ((b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 
 
-class Step(enum.Enum):
+class Step(TableState):
     """Where a translated Messages request is."""
 
     AWAITING_HEAD = "awaiting_head"  # the chat request is out

@@ -21,10 +21,22 @@ if TYPE_CHECKING:
 #: Largest provider body (a completion, an error, a model list) the core buffers.
 MAX_BUFFERED = 8 * 1024 * 1024
 
+
+
+class TableState(enum.Enum):
+    """Base of the states that key transition tables: hashed by identity.
+
+    ``enum.Enum`` hashes a member by its name in Python code, and every event looks up
+    a ``(state, kind)`` key; members are singletons, so identity is the same equality.
+    """
+
+    __hash__ = object.__hash__
+
+
 Handler = Callable[[Any, Any], list[Effect]]
 #: ``(state, event kind) -> (handler, next state)``; a next state of ``None`` means the
 #: handler moves on by itself (where the way on is decided by the event's content).
-Table = Mapping[tuple[enum.Enum, type], tuple[Handler, enum.Enum | None]]
+Table = Mapping[tuple[TableState, type], tuple[Handler, TableState | None]]
 
 
 class ErrorHead:
@@ -98,9 +110,9 @@ class Flow:
     """
 
     TABLE: ClassVar[Table]
-    DONE: ClassVar[enum.Enum]
+    DONE: ClassVar[TableState]
 
-    def __init__(self, exchange: Exchange, state: enum.Enum) -> None:
+    def __init__(self, exchange: Exchange, state: TableState) -> None:
         self.exchange = exchange
         self.state = state
         self.provider: Provider | None = None

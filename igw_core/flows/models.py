@@ -7,14 +7,13 @@ failing provider does not fail the merged list; it does fail a single-provider a
 
 from __future__ import annotations
 
-import enum
 import logging
 from typing import TYPE_CHECKING, Any
 
 from igw_core.effects import CallProvider, Effect
 from igw_core.errors import LocalProtocolError, NotFound
 from igw_core.events import Event, ProviderFailed, ProviderResponse
-from igw_core.flows.base import Flow, provider_failure
+from igw_core.flows.base import Flow, TableState, provider_failure
 from igw_core.models import filter_models, parse_model_list
 from igw_core.redact import scrub
 from igw_core.responses import json_bytes, json_response, upstream_error_body
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("igw.exchange")
 
 
-class Step(enum.Enum):
+class Step(TableState):
     """Where a model-list fan-out is."""
 
     COLLECTING = "collecting"  # buffered CallProviders outstanding

@@ -7,7 +7,6 @@ byte; a provider's error is read whole and answered in the gateway's error shape
 
 from __future__ import annotations
 
-import enum
 import logging
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
@@ -32,7 +31,14 @@ from igw_core.events import (
     ProviderFailed,
     ProviderHead,
 )
-from igw_core.flows.base import BodyBuffer, ErrorHead, Flow, Routed, provider_failure
+from igw_core.flows.base import (
+    BodyBuffer,
+    ErrorHead,
+    Flow,
+    Routed,
+    TableState,
+    provider_failure,
+)
 from igw_core.redact import scrub, truncate_body_text
 from igw_core.responses import json_response
 from igw_core.router import RETRYABLE_STATUSES
@@ -52,7 +58,7 @@ _DROP_FROM_UPSTREAM = frozenset({b"set-cookie", b"x-request-id", b"content-encod
 _DROP_FROM_PROXIED = frozenset({b"x-request-id"})
 
 
-class Step(enum.Enum):
+class Step(TableState):
     """Where a relay is."""
 
     AWAITING_HEAD = "awaiting_head"  # CallProvider emitted

@@ -7,7 +7,6 @@ MCP tools apply. It turns :class:`~igw_core.mcp.loop.AgentLoop` decisions into
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 from collections.abc import Callable
@@ -34,7 +33,15 @@ from igw_core.events import (
     ProviderHead,
     ToolResult,
 )
-from igw_core.flows.base import MAX_BUFFERED, BodyBuffer, ErrorHead, Flow, Routed, provider_failure
+from igw_core.flows.base import (
+    MAX_BUFFERED,
+    BodyBuffer,
+    ErrorHead,
+    Flow,
+    Routed,
+    TableState,
+    provider_failure,
+)
 from igw_core.flows.relay import retry_after
 from igw_core.mcp.loop import (
     AgentLoop,
@@ -64,7 +71,7 @@ log = logging.getLogger("igw.mcp")
 
 
 
-class Phase(enum.Enum):
+class Phase(TableState):
     """Where an agent run is."""
 
     PROVIDER = "provider"  # CallProvider emitted, waiting for its head
