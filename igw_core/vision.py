@@ -14,13 +14,6 @@ from igw_core.errors import BadRequest
 # Content-part types that carry an image in the OpenAI and Responses formats.
 _IMAGE_PART_TYPES = frozenset({"image_url", "image", "input_image"})
 
-# Every image part names "image" in its raw JSON, unless the JSON hides the word
-# behind an escape, so any backslash is a "maybe". json.loads also accepts UTF-16
-# and UTF-32 bodies, whose ASCII characters carry NUL bytes (UTF-8 JSON never
-# holds a raw NUL), so a NUL byte is a "maybe" too. The one-byte searches run
-# first: they are memchr scans, many times faster than the word search.
-_NEEDLES = (b"\x00", b"\\", b"image")
-
 #: Models known to accept text only, by lower-case name prefix.
 TEXT_ONLY_MODEL_PREFIXES: tuple[str, ...] = (
     "gpt-3.5",
@@ -44,7 +37,12 @@ _TEXT_ONLY_EXACT = frozenset({"gpt-4", "gpt-4-32k", "o1-mini", "o3-mini"})
 
 def may_carry_image(body: bytes) -> bool:
     """Return ``False`` only when ``body`` certainly carries no image part."""
-    return any(needle in body for needle in _NEEDLES)
+    # Every image part names "image" in its raw JSON, unless the JSON hides the word
+    # behind an escape, so any backslash is a "maybe". json.loads also accepts UTF-16
+    # and UTF-32 bodies, whose ASCII characters carry NUL bytes (UTF-8 JSON never
+    # holds a raw NUL), so a NUL byte is a "maybe" too. The one-byte searches run
+    # first: they are memchr scans, many times faster than the word search.
+    return b"\x00" in body or b"\\" in body or b"image" in body
 
 
 def _part_is_image(part: Any) -> bool:

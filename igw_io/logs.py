@@ -12,7 +12,6 @@ import asyncio
 import contextvars
 import json
 import logging
-import math
 import re
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 from igw_core.config import Settings
 from igw_core.redact import scrub
+from igw_core.report import ExchangeRecord
 
 #: The id of the request being served by the current task ("" outside a request).
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
@@ -150,14 +150,21 @@ def _json_str(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _json_value(value: Any) -> str:
-    """``json.dumps(value, ensure_ascii=False)``, quicker for the access line's types."""
-    kind = type(value)
-    if kind is str:
-        return _json_str(value)
-    if kind is int or (kind is float and math.isfinite(value)):
-        return repr(value)
-    return json.dumps(value, default=str, ensure_ascii=False)
+def access_fields(record: ExchangeRecord) -> dict[str, Any]:
+    """Return the fields of ``record``'s access line, in the order they are written."""
+    fields: dict[str, Any] = {
+        "request_id": record.request_id,
+        "method": record.method,
+        "path": record.path,
+        "status": record.status,
+        "duration_ms": round(record.duration * 1000, 2),
+        "provider": record.provider,
+    }
+    if record.alias:
+        fields.update(model=record.model, alias=record.alias, attempts=len(record.attempts))
+    if record.error:
+        fields["error"] = record.error
+    return fields
 
 
 class AccessLog:
@@ -165,8 +172,9 @@ class AccessLog:
 
     When the line goes only to the JSON handler :func:`configure_logging`
     installed, it is formatted directly (the same line, field for field, as the
-    logging module would make, without a ``LogRecord``); otherwise, e.g. when an
-    application that mounts the ASGI app configured logging itself, it goes
+    logging module would make of :func:`access_fields`, without a ``LogRecord``),
+    and the lines of one event-loop iteration go out in one write; otherwise, e.g.
+    when an application that mounts the ASGI app configured logging itself, it goes
     through the logging module.
     """
 
@@ -177,8 +185,8 @@ class AccessLog:
         self._stamp = ""
         self._pending: list[str] = []
 
-    def write(self, fields: dict[str, Any]) -> None:
-        """Log one access line with ``fields`` (``request_id``, ``method``, ``path``...)."""
+    def write(self, record: ExchangeRecord) -> None:
+        """Log the access line of ``record``."""
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):
             return
@@ -186,19 +194,26 @@ class AccessLog:
         if (handler is None or logger.handlers or logger.filters
                 or not isinstance(handler.formatter, JsonFormatter)
                 or handler not in self._parent.handlers):
-            logger.info("request", extra=fields)
+            logger.info("request", extra=access_fields(record))
             return
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        parts = [f'{{"level": "info", "ts": "{self._stamp}.{int((now - second) * 1000):03d}Z"'
-                 ', "msg": "request", "logger": "igw.access"']
-        for key, value in fields.items():
-            parts.append(f', "{key}": {_json_value(value)}')
-        parts.append("}\n")
-        line = "".join(parts)
+        quote = _json_str
+        line = (f'{{"level": "info", "ts": "{self._stamp}.{int((now - second) * 1000):03d}Z", '
+                f'"msg": "request", "logger": "igw.access", '
+                f'"request_id": {quote(record.request_id)}, "method": {quote(record.method)}, '
+                f'"path": {quote(record.path)}, "status": {record.status}, '
+                f'"duration_ms": {round(record.duration * 1000, 2)!r}, '
+                f'"provider": {quote(record.provider)}')
+        if record.alias:
+            line += (f', "model": {quote(record.model)}, "alias": {quote(record.alias)}, '
+                     f'"attempts": {len(record.attempts)}')
+        if record.error:
+            line += f', "error": {quote(record.error)}'
+        line += "}\n"
         secrets = handler.formatter.secrets
         if secrets:
             line = scrub(line, secrets)

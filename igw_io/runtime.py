@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from igw_io.oidc import OIDCKeys
 
 log = logging.getLogger("igw")
-access = logging.getLogger("igw.access")
 
 
 class Runtime:
@@ -169,20 +168,7 @@ class Runtime:
             self.metrics.record(record)
             if record.alias:
                 self.metrics.record_routing(record, self._cooling)
-        if access.isEnabledFor(logging.INFO):
-            self._access.write(
-                {
-                    "request_id": record.request_id,
-                    "method": record.method,
-                    "path": record.path,
-                    "status": record.status,
-                    "duration_ms": round(record.duration * 1000, 2),
-                    "provider": record.provider,
-                    **({"model": record.model, "alias": record.alias,
-                        "attempts": len(record.attempts)} if record.alias else {}),
-                    **({"error": record.error} if record.error else {}),
-                },
-            )
+        self._access.write(record)
 
     async def aclose(self) -> None:
         """Write the pending access lines; close the upstream pool, MCP sessions and OIDC."""

@@ -81,7 +81,9 @@ class RelayFlow(Flow):
         model: the model as forwarded, for the report (``""`` when there is none).
         proxied: ``/proxy``: headers end to end and every status relayed as it is.
         metered: read the answer's token usage (not for a stored answer fetched again,
-            whose tokens were counted when it was made).
+            whose tokens were counted when it was made). Only with telemetry on: the
+            metrics are the only reader of the report's usage, and finding it means
+            parsing JSON from the body's tail.
         routed: the alias walk, when the model was a routing alias.
     """
 
@@ -95,7 +97,7 @@ class RelayFlow(Flow):
         self.upstream = provider
         self.model = model
         self.proxied = proxied
-        self.metered = metered
+        self.metered = metered and exchange.gateway.settings.telemetry_enable
         self.routed = routed
         self.call = 0
         self._retry_after: float | None = None

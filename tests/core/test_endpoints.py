@@ -42,6 +42,7 @@ GATEWAY = Gateway.from_settings(load_settings({
     "GROQ_API_KEY": "gsk-groq",
     "DEEPSEEK_API_KEY": "sk-deepseek",
     "DISALLOWED_MODELS": "openai/gpt-forbidden",
+    "TELEMETRY_ENABLE": "true",  # the report carries token usage only when it is recorded
 }))
 
 
@@ -101,6 +102,19 @@ def test_embeddings_usage_is_reported_from_the_relayed_answer() -> None:
     assert record.route == "/v1/embeddings" and record.counted
     assert (record.usage.prompt_tokens, record.usage.total_tokens) == (5, 5)
     assert record.model == "text-embedding-3-small" and record.provider == "openai"
+
+
+def test_without_telemetry_the_answer_is_not_searched_for_usage() -> None:
+    # Only the metrics read a report's usage; without them the body is relayed unread.
+    quiet = Gateway.from_settings(load_settings({"OPENAI_API_KEY": OPENAI_KEY}))
+    chat = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    exchange, out = post("/v1/chat/completions", chat, gateway=quiet)
+    answer = b'{"object":"chat.completion","usage":{"prompt_tokens":5,"total_tokens":5}}'
+    out = exchange.receive(ProviderHead(0, 200, [(b"content-type", b"application/json"),
+                                                 (b"content-length", b"%d" % len(answer))], 0.1))
+    only(out, RelayBody).tap.feed(answer)
+    record = report(exchange.receive(ProviderEnd(0, 0.2)))
+    assert record.status == 200 and record.usage is None
 
 
 def test_a_provider_without_embeddings_gets_a_400_naming_the_ones_with_them() -> None:

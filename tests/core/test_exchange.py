@@ -58,6 +58,7 @@ ENV = {
     "MISTRAL_API_KEY": MISTRAL_KEY,
     "SERVER_MAX_REQUEST_BODY_SIZE": str(LIMIT),
     "DISALLOWED_MODELS": "openai/gpt-forbidden",
+    "TELEMETRY_ENABLE": "true",  # the report carries token usage only when it is recorded
 }
 GATEWAY = Gateway.from_settings(load_settings(ENV))
 CONFIGURED = ("openai", "anthropic", "groq", "mistral")  # in the provider table's order

@@ -13,11 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from igw_core.config import load_settings
+from igw_core.report import ExchangeRecord
+from igw_core.router import AttemptFact
 from igw_io.logs import (
     AccessLog,
     HumanFormatter,
     JsonFormatter,
     RequestIdFilter,
+    access_fields,
     configure_logging,
     request_context,
     secrets_of,
@@ -121,28 +124,44 @@ def test_secrets_of_lists_provider_keys_and_the_oidc_client_secret() -> None:
 _FIELD_TEXT = st.text(max_size=40)
 
 
-@given(request_id=_FIELD_TEXT, path=_FIELD_TEXT, error=_FIELD_TEXT,
-       status=st.integers(100, 599), duration=st.floats(0, 1e6, allow_nan=False))
+@given(request_id=_FIELD_TEXT, path=_FIELD_TEXT, error=_FIELD_TEXT, alias=_FIELD_TEXT,
+       model=_FIELD_TEXT, attempts=st.integers(0, 3), status=st.integers(100, 599),
+       duration=st.floats(0, 1e6, allow_nan=False))
 @settings(max_examples=200, deadline=None)
 def test_access_fast_path_writes_the_line_the_logging_module_would(
-    request_id: str, path: str, error: str, status: int, duration: float
+    request_id: str, path: str, error: str, alias: str, model: str, attempts: int,
+    status: int, duration: float,
 ) -> None:
     configure_logging(development=False, secrets=(SECRET,))
     handler = logging.getLogger("igw").handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     stream = io.StringIO()
     handler.setStream(stream)
-    fields: dict[str, object] = {"request_id": request_id, "method": "POST",
-                                 "path": path + SECRET, "status": status,
-                                 "duration_ms": round(duration, 2), "provider": "openai"}
-    if error:
-        fields["error"] = error
-    AccessLog().write(dict(fields))
-    logging.getLogger("igw.access").info("request", extra=dict(fields))
+    fact = AttemptFact(alias, "openai", model, "ok")
+    record = ExchangeRecord(request_id=request_id, method="POST", route="/v1/chat/completions",
+                            path=path + SECRET, status=status, provider="openai", model=model,
+                            started=1.0, ended=1.0 + duration, error=error, alias=alias,
+                            attempts=(fact,) * attempts)
+    AccessLog().write(record)
+    logging.getLogger("igw.access").info("request", extra=access_fields(record))
     fast, slow, _ = stream.getvalue().split("\n")
     assert SECRET not in fast
     assert fast[fast.index('"msg"'):] == slow[slow.index('"msg"'):]
     assert json.loads(fast).keys() == json.loads(slow).keys()
+
+
+def test_access_line_names_the_routing_alias_only_for_a_routed_request() -> None:
+    plain = ExchangeRecord(request_id="r", method="GET", route="/v1/models", path="/v1/models",
+                           status=200, model="gpt-4o")
+    assert "model" not in access_fields(plain) and "error" not in access_fields(plain)
+    routed = ExchangeRecord(request_id="r", method="POST", route="/v1/chat/completions",
+                            path="/v1/chat/completions", status=502, model="gpt-4o",
+                            alias="fast", error="upstream status 502",
+                            attempts=(AttemptFact("fast", "openai", "gpt-4o", "exhausted"),))
+    assert access_fields(routed) == {
+        "request_id": "r", "method": "POST", "path": "/v1/chat/completions", "status": 502,
+        "duration_ms": 0.0, "provider": "", "model": "gpt-4o", "alias": "fast", "attempts": 1,
+        "error": "upstream status 502"}
 
 
 def test_access_lines_follow_a_handler_the_application_added() -> None:
@@ -152,7 +171,8 @@ def test_access_lines_follow_a_handler_the_application_added() -> None:
     access = logging.getLogger("igw.access")
     access.addHandler(extra)
     try:
-        AccessLog().write({"request_id": "r1", "status": 200})
+        AccessLog().write(ExchangeRecord(request_id="r1", method="GET", route="/health",
+                                         path="/health", status=200))
     finally:
         access.removeHandler(extra)
     assert stream.getvalue() == "request\n"
