@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from igw_core.errors import BadRequest
@@ -47,8 +48,11 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         BadRequest: the body is not valid UTF-8 JSON, or not an object.
     """
     try:
-        # What json.loads does, with one decoder made once instead of per call.
-        parsed = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+        # What json.loads does, with one decoder made once instead of per call; a body
+        # that opens with "{" and no NUL after it is UTF-8 (json.detect_encoding's rule).
+        encoding = ("utf-8" if body[:1] == b"{" and body[1:2] != b"\x00"
+                    else json.detect_encoding(body))
+        parsed = _DECODER.decode(body.decode(encoding, "surrogatepass"))
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"malformed JSON in request body: {exc}", code="invalid_json") from None
     if not isinstance(parsed, dict):
@@ -156,7 +160,7 @@ def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool) 
     if new_model != model:
         if body.count(_MODEL_KEY) != 1:
             return None
-        old = json.dumps(model).encode()
+        old = encode_basestring_ascii(model).encode()  # json.dumps(model), without its setup
         key = body.index(_MODEL_KEY) + len(_MODEL_KEY)
         colon = body.find(b":", key)
         if colon == -1 or body[key:colon].strip() or not body[colon + 1 :].lstrip().startswith(
@@ -164,7 +168,7 @@ def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool) 
         ):
             return None
         at = colon + 1 + (len(body) - colon - 1 - len(body[colon + 1 :].lstrip()))
-        body = body[:at] + json.dumps(new_model).encode() + body[at + len(old) :]
+        body = body[:at] + encode_basestring_ascii(new_model).encode() + body[at + len(old) :]
     if add_usage:
         start = len(body) - len(body.lstrip())
         if body[start : start + 1] != b"{":

@@ -100,7 +100,7 @@ class Exchange:
         draining: whether the process is shutting down (``/ready`` answers 503).
         head_sent: whether a response head has been emitted (an error after it can
             only abort the connection).
-        flow: the flow doing the request's work, once routed there.
+        flow: the flow doing the request's work, from routing until the report.
         finished: whether the exchange has reported and needs nothing more.
     """
 
@@ -372,6 +372,9 @@ class Exchange:
             facts, cooled = flow.route_facts()
             record = replace(record, alias=routed.alias, attempts=tuple(facts),
                              cooled=tuple(cooled))
+        # The flow refers back to this exchange: dropping it breaks the cycle, so a
+        # request's objects are freed when it ends instead of by the garbage collector.
+        self.flow = None
         return Report(record)
 
 

@@ -221,8 +221,9 @@ class _Run:
         response = self.responses.pop(effect.call)
         tap = effect.tap
         send = self.channel.send_data
+        next_chunk = response.next_chunk
         try:
-            async for chunk in response.chunks():
+            while (chunk := await next_chunk()) is not None:
                 if tap is not None:
                     tap.feed(chunk)
                 await send(chunk)
@@ -238,8 +239,9 @@ class _Run:
     async def read_provider(self, effect: ReadProviderBody) -> None:
         call = effect.call
         response = self.responses.pop(call)
+        next_chunk = response.next_chunk
         try:
-            async for chunk in response.chunks():
+            while (chunk := await next_chunk()) is not None:
                 self.feed(ProviderData(call, chunk))
                 # Bytes made from a body being read (an agent loop's stream) go out now.
                 while self.effects and isinstance(head := self.effects[0], SendData):

@@ -15,7 +15,7 @@ import enum
 import os
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -394,15 +394,16 @@ def _take_all(pieces: deque[bytes]) -> bytes:
     return joined
 
 
-async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """Return all of ``chunks`` joined, refusing more than ``limit`` bytes.
+async def read_limited(next_chunk: Callable[[], Awaitable[bytes | None]], limit: int) -> bytes:
+    """Return the chunks ``next_chunk`` gives until ``None``, joined, refusing more than
+    ``limit`` bytes.
 
     Raises:
-        UpstreamFailure: ``TOO_LARGE`` past the limit, or whatever ``chunks`` raises.
+        UpstreamFailure: ``TOO_LARGE`` past the limit, or whatever ``next_chunk`` raises.
     """
     parts: list[bytes] = []
     size = 0
-    async for chunk in chunks:
+    while (chunk := await next_chunk()) is not None:
         size += len(chunk)
         if size > limit:
             raise UpstreamFailure(FailureReason.TOO_LARGE, f"response over {limit} bytes")
@@ -411,7 +412,7 @@ async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
 
 
 class ClientResponse:
-    """A provider response whose head has arrived; the body follows through :meth:`chunks`.
+    """A provider response whose head has arrived; the body follows through :meth:`next_chunk`.
 
     Attributes:
         status: the HTTP status.
@@ -425,37 +426,46 @@ class ClientResponse:
         self.headers = conn.headers
         self._conn: _Connection | None = conn
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield body chunks as they arrive.
+    async def next_chunk(self) -> bytes | None:
+        """Return the next piece of the body as it arrives, or ``None`` at its end.
 
         Raises:
             UpstreamFailure: the connection broke, the body was malformed or a read timed out.
         """
         conn = self._conn
         if conn is None:
-            return
+            return None
         body = conn._body
-        try:
-            while True:
-                if body:
-                    # Pieces parsed from one read (a chunked body's chunks) go on as one:
-                    # one write to the client instead of one per chunk.
-                    chunk = body.popleft() if len(body) == 1 else _take_all(body)
-                    conn.consumed(len(chunk))
-                    yield chunk
-                elif conn.phase is _BODY:
-                    conn._waiter = waiter = conn._loop.create_future()
+        while True:
+            if body:
+                # Pieces parsed from one read (a chunked body's chunks) go on as one:
+                # one write to the client instead of one per chunk.
+                chunk = body.popleft() if len(body) == 1 else _take_all(body)
+                conn.consumed(len(chunk))
+                return chunk
+            phase = conn.phase
+            if phase is _BODY:
+                conn._waiter = waiter = conn._loop.create_future()
+                try:
                     await waiter
-                elif conn.phase is _DONE:
-                    return
-                else:
-                    assert conn._failure is not None
-                    raise conn._failure
-        except BaseException:
-            # Cancelled, or abandoned mid-body: the rest will never be read.
-            if self._conn is conn and conn.phase is _BODY:
-                conn.abort()
-            raise
+                except BaseException:  # cancelled mid-body: the rest will never be read
+                    if self._conn is conn and conn.phase is _BODY:
+                        conn.abort()
+                    raise
+            elif phase is _DONE:
+                return None
+            else:
+                assert conn._failure is not None
+                raise conn._failure
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield body chunks as they arrive (:meth:`next_chunk` until the end).
+
+        Raises:
+            UpstreamFailure: the connection broke, the body was malformed or a read timed out.
+        """
+        while (chunk := await self.next_chunk()) is not None:
+            yield chunk
 
     async def read(self, limit: int) -> bytes:
         """Read the whole body, at most ``limit`` bytes.
@@ -463,7 +473,7 @@ class ClientResponse:
         Raises:
             UpstreamFailure: the connection broke, timed out, or the body is too large.
         """
-        return await read_limited(self.chunks(), limit)
+        return await read_limited(self.next_chunk, limit)
 
     async def aclose(self) -> None:
         """Release the connection: back to the pool when the body was read to its end.

@@ -194,17 +194,21 @@ class HttpcoreResponse:
         self.status = response.status
         self.headers = lower_names(response.headers)
         self._response = response
+        self._stream: AsyncIterator[bytes] | None = None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield body chunks as they arrive.
+    async def next_chunk(self) -> bytes | None:
+        """Return the next piece of the body as it arrives, or ``None`` at its end.
 
         Raises:
             UpstreamFailure: the connection broke or a read timed out.
         """
+        if self._stream is None:
+            self._stream = self._response.aiter_stream().__aiter__()
         try:
-            async for chunk in self._response.aiter_stream():
-                if chunk:
-                    yield chunk
+            while True:
+                chunk = await anext(self._stream, None)
+                if chunk is None or chunk:
+                    return chunk
         except _UPSTREAM_ERRORS as exc:
             raise _failure(exc, started_body=True) from None
 
@@ -214,7 +218,7 @@ class HttpcoreResponse:
         Raises:
             UpstreamFailure: the connection broke, timed out, or the body is too large.
         """
-        return await read_limited(self.chunks(), limit)
+        return await read_limited(self.next_chunk, limit)
 
     async def aclose(self) -> None:
         """Release the connection (back to the pool when the body was fully read)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from sniffio import current_async_library
@@ -48,8 +48,11 @@ class UpstreamResponse(Protocol):
     status: int
     headers: list[tuple[bytes, bytes]]
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        """Yield body chunks as they arrive.
+    async def next_chunk(self) -> bytes | None:
+        """Return the next piece of the body as it arrives, or ``None`` at its end.
+
+        (A coroutine rather than an async generator: one response is read per request,
+        and an async generator costs the loop's bookkeeping of it on top.)
 
         Raises:
             UpstreamFailure: the connection broke or a read timed out.
@@ -73,13 +76,11 @@ class _DemoResponse:
                  chunks: Iterable[bytes]) -> None:
         self.status = status
         self.headers = headers
-        self._chunks = chunks
+        self._chunks = iter([chunk for chunk in chunks if chunk])
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield the answer's chunks."""
-        for chunk in self._chunks:
-            if chunk:
-                yield chunk
+    async def next_chunk(self) -> bytes | None:
+        """Return the answer's next chunk, or ``None`` after the last."""
+        return next(self._chunks, None)
 
     async def read(self, limit: int) -> bytes:
         """Return the whole answer.
@@ -87,10 +88,16 @@ class _DemoResponse:
         Raises:
             UpstreamFailure: it is over ``limit`` bytes.
         """
-        return await read_limited(self.chunks(), limit)
+        return await read_limited(self.next_chunk, limit)
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+async def _demo(call: CallProvider) -> _DemoResponse:
+    """The demo provider's answer to ``call``."""
+    answer = demo_response(call.method, call.url.removeprefix("demo://local"), call.body)
+    return _DemoResponse(answer.status, list(answer.headers), answer.chunks)
 
 
 class Upstream:
@@ -138,23 +145,24 @@ class Upstream:
             )
         return client
 
-    async def open(self, call: CallProvider) -> UpstreamResponse:
-        """Send ``call`` and return once the response head has arrived.
+    def open(self, call: CallProvider) -> Awaitable[UpstreamResponse]:
+        """Return what to await to send ``call`` and have its response once the head arrived.
+
+        (The client's own coroutine, not one wrapping it: a frame fewer per provider call.)
 
         Raises:
-            UpstreamFailure: the provider is unreachable or did not answer in time.
+            UpstreamFailure: when awaited: the provider is unreachable or did not answer
+                in time.
         """
         if call.provider == "demo":
-            path = call.url.removeprefix("demo://local")
-            answer = demo_response(call.method, path, call.body)
-            return _DemoResponse(answer.status, list(answer.headers), answer.chunks)
+            return _demo(call)
         client = self._client
         # The loop this client was made for is running: asyncio, no need to ask sniffio again.
         if client is None or client.loop is not asyncio._get_running_loop():
             if current_async_library() != "asyncio":
-                return await self._httpcore_client().open(call)
+                return self._httpcore_client().open(call)
             client = self._asyncio_client()
-        return await client.open(call.method, call.url, call.headers, call.body)
+        return client.open(call.method, call.url, call.headers, call.body)
 
     def _httpcore_client(self) -> HttpcoreClient:
         # Imported here: on asyncio (the usual case) httpcore is never loaded for providers.
