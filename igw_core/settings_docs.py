@@ -335,15 +335,17 @@ SETTINGS_DOCS: dict[str, SettingDoc] = {
     "client_max_idle_conns": SettingDoc(
         "client",
         "Idle keep-alive connections to providers kept for reuse, in all, per process. "
-        "Raise it with `CLIENT_MAX_IDLE_CONNS_PER_HOST` when more requests than this are in "
-        "flight at once.",
+        "Connections freed above it wait up to one second for reuse before the surplus "
+        "closes (least recently used first), so a load above it is not served by a new "
+        "connection per request. `0`: no connection is reused.",
         _ENGINE,
     ),
     "client_max_idle_conns_per_host": SettingDoc(
         "client",
         "Idle keep-alive connections kept per provider origin (scheme, host, port), per "
-        "process. Below the number of requests in flight to one provider, connections are "
-        "opened and closed as the load moves: raise it to the expected concurrency.",
+        "process, with the same one-second grace for a surplus. A load that keeps more "
+        "requests than this in flight to one provider settles on more connections; when it "
+        "drops, the idle ones over the limit close. `0`: no connection is reused.",
         _ENGINE,
     ),
     "client_idle_conn_timeout": SettingDoc(

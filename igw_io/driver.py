@@ -54,6 +54,7 @@ from igw_core.report import ExchangeRecord
 from igw_core.responses import error_body
 from igw_io.channel import ClientChannel, ClientDisconnected, RequestBodyError
 from igw_io.logs import current_request_id
+from igw_io.loops import running_loop
 from igw_io.upstream import Upstream, UpstreamFailure, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -402,10 +403,8 @@ async def _drive(run: _Run) -> ExchangeRecord:
 
 def _asyncio_task() -> asyncio.Task[Any] | None:
     """Return the current asyncio task, or ``None`` on another event loop (trio)."""
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        return None
+    loop = running_loop()
+    return None if loop is None else asyncio.current_task(loop)
 
 
 async def _watch(channel: ClientChannel, disconnected: Callable[[], None]) -> None:

@@ -32,6 +32,8 @@ _JOIN_LIMIT = 64 * 1024
 #: Larger bodies are written in slices of this size, waiting for the socket to drain.
 _WRITE_SLICE = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Seconds idle connections over the idle limits wait for reuse before they are closed.
+SURPLUS_GRACE = 1.0
 #: URLs and origins remembered (parsing them is most of a request's URL work).
 _MAX_CACHED = 1024
 
@@ -501,6 +503,8 @@ class H1Client:
         read_timeout: seconds the body may stall while the consumer waits for it.
         ssl_context: the TLS context for ``https`` origins (default:
             :func:`default_ssl_context`).
+        surplus_grace: seconds idle connections over ``max_idle`` or
+            ``max_idle_per_host`` are kept for reuse before the surplus is closed.
     """
 
     def __init__(
@@ -515,6 +519,7 @@ class H1Client:
         head_timeout: float | None = None,
         read_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        surplus_grace: float = SURPLUS_GRACE,
     ) -> None:
         self.loop = loop
         self.parser = resolve_parser(parser)
@@ -530,6 +535,9 @@ class H1Client:
         self._idle: dict[str, list[_Connection]] = {}
         self._idle_count = 0
         self._closed = False
+        #: Seconds idle connections over the limits may wait for reuse before closing.
+        self.surplus_grace = surplus_grace
+        self._trim_timer: asyncio.TimerHandle | None = None
 
     @property
     def idle_connections(self) -> int:
@@ -626,18 +634,44 @@ class H1Client:
         return None
 
     def put(self, conn: _Connection) -> None:
-        """Keep ``conn`` (its response read to the end) for reuse if there is room."""
+        """Keep ``conn`` (its response read to the end) for reuse.
+
+        Above the idle limits it is kept too, for a moment: the surplus is closed (least
+        recently used first) at most :attr:`surplus_grace` seconds later. A load that
+        keeps more requests in flight than the limits would otherwise close a connection
+        after one response and open another for the next, per request.
+        """
+        if self._closed or not self._max_idle or not self._max_idle_per_host:
+            conn.close()
+            return
         stack = self._idle.get(conn.key)
         if stack is None:
             stack = self._idle[conn.key] = []
-        if (self._closed or self._idle_count >= self._max_idle
-                or len(stack) >= self._max_idle_per_host):
-            conn.close()
-            return
         conn.phase = _IDLE
         conn.idle_since = self.loop.time()
         stack.append(conn)
         self._idle_count += 1
+        if self._trim_timer is None and (self._idle_count > self._max_idle
+                                         or len(stack) > self._max_idle_per_host):
+            self._trim_timer = self.loop.call_later(self.surplus_grace, self._trim)
+
+    def _trim(self) -> None:
+        """Close the idle connections over the limits, least recently used first."""
+        self._trim_timer = None
+        for stack in self._idle.values():
+            surplus = len(stack) - self._max_idle_per_host
+            if surplus > 0:
+                self._close_oldest(stack, surplus)
+        while self._idle_count > self._max_idle:
+            oldest = min((stack for stack in self._idle.values() if stack),
+                         key=lambda stack: stack[0].idle_since)
+            self._close_oldest(oldest, 1)
+
+    def _close_oldest(self, stack: list[_Connection], count: int) -> None:
+        for conn in stack[:count]:
+            conn.close()
+        del stack[:count]
+        self._idle_count -= count
 
     def forget(self, conn: _Connection) -> None:
         """Drop an idle connection the server closed."""
@@ -684,6 +718,9 @@ class H1Client:
     def close(self) -> None:
         """Close every idle connection; connections in use close when released."""
         self._closed = True
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
+            self._trim_timer = None
         stacks, self._idle = self._idle, {}
         self._idle_count = 0
         for stack in stacks.values():

@@ -8,7 +8,6 @@ last line of defence.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import json
 import logging
@@ -22,6 +21,7 @@ from typing import Any
 from igw_core.config import Settings
 from igw_core.redact import scrub
 from igw_core.report import ExchangeRecord
+from igw_io.loops import running_loop
 
 #: The id of the request being served by the current task ("" outside a request).
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
@@ -217,9 +217,8 @@ class AccessLog:
         secrets = handler.formatter.secrets
         if secrets:
             line = scrub(line, secrets)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on asyncio (trio, or no loop): write it now
+        loop = running_loop()
+        if loop is None:  # not on asyncio (trio, or no loop): write it now
             self._write(handler, line)
             return
         # Lines of one loop iteration go out in one write, after the responses.

@@ -20,6 +20,7 @@ from igw_core.config import Settings
 from igw_core.demo import demo_response
 from igw_core.effects import CallProvider
 from igw_io.h1client import H1Client, UpstreamFailure, read_limited
+from igw_io.loops import running_loop
 from igw_io.response_parsers import resolve_parser
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ class Upstream:
             return _demo(call)
         client = self._client
         # The loop this client was made for is running: asyncio, no need to ask sniffio again.
-        if client is None or client.loop is not asyncio._get_running_loop():
+        if client is None or client.loop is not running_loop():
             if current_async_library() != "asyncio":
                 return self._httpcore_client().open(call)
             client = self._asyncio_client()

@@ -209,20 +209,39 @@ async def test_head_responses_have_no_body_and_keep_the_connection(parser: str) 
 
 @pytest.mark.anyio
 async def test_idle_limits_and_expiry(parser: str, mock: MockProvider) -> None:
-    client = client_for(parser, max_idle=10, max_idle_per_host=2)
+    client = client_for(parser, max_idle=10, max_idle_per_host=2, surplus_grace=0.1)
     async with anyio.create_task_group() as tg:
         for _ in range(6):
             tg.start_soon(fetch, client, mock, chat())
     assert mock.connections_accepted == 6
+    # The surplus over the per-host limit waits a moment for reuse, then closes.
+    assert client.idle_connections == 6
+    await fetch(client, mock, chat())
+    assert mock.connections_accepted == 6
+    await anyio.sleep(0.3)
     assert client.idle_connections == 2
     client.close()
     assert client.idle_connections == 0
 
+    client = client_for(parser, max_idle=3, max_idle_per_host=10, surplus_grace=0.05)
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(fetch, client, mock, chat())
+    await anyio.sleep(0.2)
+    assert client.idle_connections == 3  # the limit in all
+    client.close()
+
+    client = client_for(parser, max_idle_per_host=0)
+    await fetch(client, mock, chat())
+    assert client.idle_connections == 0  # no keep-alive at all: closed at once
+    client.close()
+
+    accepted = mock.connections_accepted
     client = client_for(parser, idle_timeout=0.05)
     await fetch(client, mock, chat())
     await anyio.sleep(0.2)
     await fetch(client, mock, chat())
-    assert mock.connections_accepted == 8  # the idle one had expired
+    assert mock.connections_accepted == accepted + 2  # the idle one had expired
     client.close()
 
 
