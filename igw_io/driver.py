@@ -260,6 +260,19 @@ class _Run:
             await response.aclose()
         self.responses.clear()
 
+    def conclude(self) -> None:
+        """Take the report from what an ended (or interrupted) run left; a client that
+        left before the exchange finished is reported as gone."""
+        for effect in self.effects:
+            if isinstance(effect, Report):
+                self.record = effect.record
+        if self.gone and not self.exchange.finished:
+            self.effects.clear()
+            self.feed(ClientGone(self.clock(), self.first_data_at))
+            for effect in self.effects:
+                if isinstance(effect, Report):
+                    self.record = effect.record
+
 
 #: How each effect is performed; CallProvider(buffer=True) and CallTool run in parallel.
 _PERFORM: dict[type[Effect], Callable[[_Run, Any], Awaitable[None]]] = {
@@ -302,14 +315,18 @@ class Services:
     draining: Callable[[], bool] = lambda: False
 
 
-async def serve(services: Services, channel: ClientChannel, head: RequestHead) -> ExchangeRecord:
-    """Run one request through the core and return what it reported.
+async def serve(services: Services, channel: ClientChannel, head: RequestHead,
+                report: Callable[[ExchangeRecord], None]) -> None:
+    """Run one request through the core, then hand what it reported to ``report``.
 
     Never raises for anything the client or a provider does: a client that
     leaves is reported with status 499 and its provider and tool calls are
     cancelled. With ``mcp``, the exchange gets its current tool catalogue and
     its ``CallTool`` effects are performed concurrently. A bug becomes a logged
     500 (or an aborted connection once the head went out) instead of an exception.
+
+    One coroutine frame from the request to its effects: each level of ``await``
+    between the serving task and a provider wait is paid at every resumption.
     """
     mcp, oidc = services.mcp, services.oidc
     tools = await mcp.available_tools() if mcp is not None else EMPTY
@@ -322,7 +339,51 @@ async def serve(services: Services, channel: ClientChannel, head: RequestHead) -
         run.feed(head)
         # Every line logged while the request is served carries its id.
         token = current_request_id.set(exchange.request_id)
-        return await _drive(run)
+        if exchange.finished:  # answered from the head alone: no IO to watch
+            for effect in run.effects:
+                await run.perform_simple(effect)
+        else:
+            task = _asyncio_task()
+            try:
+                if task is None:
+                    with anyio.CancelScope() as scope:
+                        try:
+                            await _run_watched(run, channel,
+                                               _disconnecter(run, scope.cancel))
+                        except ClientDisconnected:
+                            run.gone = True
+                else:
+                    # On asyncio the serving task is cancelled directly (no cancel scope):
+                    # by the channel when it learns of the disconnect itself, else by a
+                    # watcher task that reads for it (ASGI), started before the first
+                    # provider call.
+                    cancel = _disconnecter(run, task.cancel)
+                    watcher: asyncio.Task[None] | None = None
+                    if not channel.on_disconnect(cancel):
+
+                        def start_watching() -> None:
+                            nonlocal watcher
+                            watcher = asyncio.ensure_future(_watch(channel, cancel))
+
+                        run.watch = start_watching
+                    try:
+                        await run.run()
+                    except asyncio.CancelledError:
+                        if not run.gone:
+                            raise
+                        task.uncancel()
+                    except ClientDisconnected:
+                        run.gone = True
+                    finally:
+                        channel.on_disconnect(None)
+                        if watcher is not None:
+                            watcher.cancel()
+            finally:
+                if run.responses:
+                    await run.close()
+            run.conclude()
+        record = run.record
+        assert record is not None
     except Exception:
         log.exception("unhandled error serving request")
         try:
@@ -336,69 +397,14 @@ async def serve(services: Services, channel: ClientChannel, head: RequestHead) -
                 await channel.send_end()
         except ClientDisconnected:
             pass
-        return ExchangeRecord(request_id=exchange.request_id or head.fresh_id,
-                              method=head.method, route="other", path=head.path, status=500,
-                              started=head.now, ended=services.clock(), counted=False,
-                              error="internal error")
+        record = ExchangeRecord(request_id=exchange.request_id or head.fresh_id,
+                                method=head.method, route="other", path=head.path, status=500,
+                                started=head.now, ended=services.clock(), counted=False,
+                                error="internal error")
     finally:
         if token is not None:
             current_request_id.reset(token)
-
-
-async def _drive(run: _Run) -> ExchangeRecord:
-    """Perform effects until the exchange (fed its head) reports; see :func:`serve`."""
-    exchange, channel = run.exchange, run.channel
-    if exchange.finished:  # answered from the head alone: no IO to watch
-        for effect in run.effects:
-            await run.perform_simple(effect)
-        assert run.record is not None
-        return run.record
-    try:
-        task = _asyncio_task()
-        if task is not None:
-            # On asyncio the serving task is cancelled directly (no cancel scope): by the
-            # channel when it learns of the disconnect itself, else by a watcher task
-            # that reads for it (ASGI), started before the first provider call.
-            cancel = _disconnecter(run, task.cancel)
-            watcher: asyncio.Task[None] | None = None
-            if not channel.on_disconnect(cancel):
-
-                def start_watching() -> None:
-                    nonlocal watcher
-                    watcher = asyncio.ensure_future(_watch(channel, cancel))
-
-                run.watch = start_watching
-            try:
-                await run.run()
-            except asyncio.CancelledError:
-                if not run.gone:
-                    raise
-                task.uncancel()
-            except ClientDisconnected:
-                run.gone = True
-            finally:
-                channel.on_disconnect(None)
-                if watcher is not None:
-                    watcher.cancel()
-        else:
-            with anyio.CancelScope() as scope:
-                try:
-                    await _run_watched(run, channel, _disconnecter(run, scope.cancel))
-                except ClientDisconnected:
-                    run.gone = True
-    finally:
-        await run.close()
-    for effect in run.effects:  # what an interrupted run left, its Report among them
-        if isinstance(effect, Report):
-            run.record = effect.record
-    if run.gone and not exchange.finished:
-        run.effects.clear()
-        run.feed(ClientGone(run.clock(), run.first_data_at))
-        for effect in run.effects:
-            if isinstance(effect, Report):
-                run.record = effect.record
-    assert run.record is not None
-    return run.record
+    report(record)
 
 
 def _asyncio_task() -> asyncio.Task[Any] | None:
