@@ -15,8 +15,8 @@ import enum
 import os
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from igw_core.events import FailureReason
@@ -156,12 +156,13 @@ class _Connection(asyncio.Protocol):
 
     # -- the exchange, driven by the requesting task ---------------------------------------
 
-    async def request(self, head: bytes, body: bytes, head_request: bool,
-                      deadline: float | None, reused: bool) -> ClientResponse | None:
-        """Send one request; return once its head arrived, or ``None`` to retry elsewhere.
+    async def request(self, origin: _Origin, head: bytes, body: bytes, head_request: bool,
+                      deadline: float | None, reused: bool = True) -> ClientResponse:
+        """Send one request; return once its head arrived.
 
-        ``None`` means the connection was reused and the server closed it before answering
-        anything (it had timed it out while idle): the request never reached the provider.
+        A ``reused`` connection the server closed before answering anything (it had timed
+        it out while idle) never delivered the request: it is sent again on a fresh
+        connection to ``origin``.
 
         Raises:
             UpstreamFailure: the connection broke, the answer was malformed or late.
@@ -192,7 +193,7 @@ class _Connection(asyncio.Protocol):
             failure = self._failure
             assert failure is not None
             if reused and not self._received and failure.reason is FailureReason.UNREACHABLE:
-                return None
+                return await self._client.fresh(origin, head, body, head_request, deadline)
             raise failure
         return ClientResponse(self)
 
@@ -549,15 +550,18 @@ class H1Client:
             self._ssl_context = default_ssl_context()
         return self._ssl_context
 
-    async def open(self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]],
-                   body: bytes) -> ClientResponse:
-        """Send a request and return once the response head has arrived.
+    def open(self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]],
+             body: bytes) -> Coroutine[Any, Any, ClientResponse]:
+        """Return the coroutine that sends a request and returns once the response head arrived.
 
         ``host`` and ``content-length`` are added; ``headers`` must hold no framing headers.
+        Not a coroutine itself: it hands back the pooled connection's own (or the one that
+        connects first), so a provider wait is one frame deeper than its caller.
 
         Raises:
-            UpstreamFailure: unreachable (refused, reset or malformed before the head),
-                timed out, or a request that cannot be written.
+            UpstreamFailure: at once for a request that cannot be written (a line break in
+                a header, a target that is not ASCII, an unsupported URL); when awaited:
+                unreachable (refused, reset or malformed before the head) or timed out.
         """
         origin, target = self._route(url)
         if headers:
@@ -571,17 +575,21 @@ class H1Client:
         if head.count(b"\n") != lines_expected or head.count(b"\r") != lines_expected:
             raise UpstreamFailure(FailureReason.UNREACHABLE,
                                   "a request header holds a line break; not sent")
-        loop = self.loop
-        deadline = loop.time() + self.head_timeout if self.head_timeout is not None else None
+        deadline = self.loop.time() + self.head_timeout if self.head_timeout is not None else None
         conn = self._checkout(origin.key)
         if conn is not None:
-            response = await conn.request(head, body, method == "HEAD", deadline, True)
-            if response is not None:
-                return response
+            return conn.request(origin, head, body, method == "HEAD", deadline)
+        return self.fresh(origin, head, body, method == "HEAD", deadline)
+
+    async def fresh(self, origin: _Origin, head: bytes, body: bytes, head_request: bool,
+                    deadline: float | None) -> ClientResponse:
+        """Connect to ``origin`` and send the request on the new connection.
+
+        Raises:
+            UpstreamFailure: unreachable or timed out.
+        """
         conn = await self._connect(origin, deadline)
-        response = await conn.request(head, body, method == "HEAD", deadline, False)
-        assert response is not None
-        return response
+        return await conn.request(origin, head, body, head_request, deadline, reused=False)
 
     def _route(self, url: str) -> tuple[_Origin, bytes]:
         """Return ``url``'s origin (parsed once per origin) and request target."""
