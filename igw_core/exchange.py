@@ -150,9 +150,8 @@ class Exchange:
         Raises:
             LocalProtocolError: ``event`` is not legal in the current state.
         """
-        now = getattr(event, "now", None)
-        if now is not None:
-            self._now = now
+        if type(event) in _TIMED:
+            self._now = event.now  # type: ignore[attr-defined]
         state = self.state
         if type(event) is ClientGone:
             return [] if state is State.DONE else self._on_client_gone(event)  # type: ignore[arg-type]
@@ -399,6 +398,10 @@ _PROBES = {
     "/ready": Endpoint("/ready", ("GET",), False, on_head=_ready),
 }
 _NO_HEAD = RequestHead("", "", "", (), 0.0)
+#: The event types that carry a clock reading (``now``). A set, not ``getattr`` with a
+#: default: a miss on a slotted instance raises and formats an AttributeError inside.
+_TIMED = frozenset(kind for kind in Event.__subclasses__()
+                   if "now" in getattr(kind, "__dataclass_fields__", ()))
 _NOT_ROUTED = Endpoint("other", None, False)
 _Handler = Callable[[Exchange, Any], list[Effect]]
 _E = Exchange

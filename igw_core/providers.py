@@ -7,7 +7,7 @@ Mirrors the upstream Inference Gateway's provider registry so an operator's
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class AuthStyle(enum.Enum):
@@ -118,8 +118,19 @@ class Provider:
 
     spec: ProviderSpec
     base_url: str
-    api_key: str
+    api_key: str = field(repr=False)
     url_set: bool = False
+    #: The authenticating headers, made once (see :meth:`auth_headers`).
+    _auth: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        headers = [(k.encode(), v.encode()) for k, v in self.spec.extra_headers]
+        if self.api_key:
+            if self.spec.auth is AuthStyle.X_API_KEY:
+                headers.append((b"x-api-key", self.api_key.encode()))
+            elif self.spec.auth is AuthStyle.BEARER:
+                headers.append((b"authorization", b"Bearer " + self.api_key.encode()))
+        object.__setattr__(self, "_auth", tuple(headers))  # frozen: set once, here
 
     @property
     def id(self) -> str:
@@ -136,15 +147,9 @@ class Provider:
         """Whether the operator set this provider up (a key, or a keyless URL)."""
         return bool(self.api_key) or (self.spec.auth is AuthStyle.NONE and self.url_set)
 
-    def auth_headers(self) -> list[tuple[bytes, bytes]]:
+    def auth_headers(self) -> tuple[tuple[bytes, bytes], ...]:
         """Return the headers that authenticate a request to this provider."""
-        headers = [(k.encode(), v.encode()) for k, v in self.spec.extra_headers]
-        if self.api_key:
-            if self.spec.auth is AuthStyle.X_API_KEY:
-                headers.append((b"x-api-key", self.api_key.encode()))
-            elif self.spec.auth is AuthStyle.BEARER:
-                headers.append((b"authorization", b"Bearer " + self.api_key.encode()))
-        return headers
+        return self._auth
 
     def url(self, path: str) -> str:
         """Join ``path`` (starting with ``/``) onto the base URL."""

@@ -115,7 +115,9 @@ class _Run:
                 parallel = kind is CallTool or effect.buffer  # type: ignore[attr-defined]
             else:
                 parallel = False
-            if parallel:
+            if kind is Report:  # nothing to wait for: no coroutine
+                self.record = effect.record  # type: ignore[attr-defined]
+            elif parallel:
                 batch = [effect]
                 while effects and _in_parallel(effects[0]):
                     batch.append(effects.popleft())
@@ -129,7 +131,9 @@ class _Run:
         await self.channel.send_data(effect.data)
 
     async def send_head(self, effect: SendHead) -> None:
-        await self.channel.send_head(effect.status, list(effect.headers))
+        headers = effect.headers
+        await self.channel.send_head(effect.status,
+                                     headers if type(headers) is list else list(headers))
 
     async def send_end(self, effect: SendEnd) -> None:
         await self.channel.send_end()

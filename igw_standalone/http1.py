@@ -71,6 +71,7 @@ class HTTP1Connection(asyncio.Protocol):
         self.closing = False  # no further request on this connection
         self.reading_paused = False
         self.timer: asyncio.TimerHandle | None = None
+        self.expiry: tuple[float, Callable[[], None]] | None = None  # see _arm
         # The request being served (None between requests).
         self.task: asyncio.Task[None] | None = None
         self.head: Head | None = None
@@ -150,7 +151,7 @@ class HTTP1Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.server.connections.discard(self)
-        self._cancel_timer()
+        self._stop_timer()
         if self.h2 is not None:
             self.h2.lost()
         self._gone()
@@ -194,7 +195,7 @@ class HTTP1Connection(asyncio.Protocol):
     def _start_h2(self, initial: bytes) -> None:
         from igw_standalone.http2 import H2Connection  # h2 is loaded by the first HTTP/2 client
 
-        self._cancel_timer()
+        self._stop_timer()
         assert self.transport is not None
         self.h2 = TransportStream(self.transport)
         connection = H2Connection(self.h2, self.runtime, self.server.is_shutting_down, initial)
@@ -316,7 +317,7 @@ class HTTP1Connection(asyncio.Protocol):
         self._close()
 
     def _close(self) -> None:
-        self._cancel_timer()
+        self._stop_timer()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -329,23 +330,52 @@ class HTTP1Connection(asyncio.Protocol):
 
     # -- timers ----------------------------------------------------------------
 
+    # One loop timer per connection, moved lazily: arming for a later time than the
+    # pending timer only records the deadline, and the timer, when it fires early,
+    # sleeps on until it. A request then costs no timer of its own (the idle timer is
+    # re-armed after every response).
+
     def _arm(self, seconds: float | None, callback: Callable[[], None]) -> None:
-        self._cancel_timer()
-        if seconds:
-            self.timer = self.loop.call_later(seconds, callback)
+        """Call ``callback`` after ``seconds`` (``None`` or 0: never), unless re-armed first."""
+        if not seconds:
+            self.expiry = None
+            return
+        when = self.loop.time() + seconds
+        self.expiry = (when, callback)
+        timer = self.timer
+        if timer is None or timer.when() > when:
+            if timer is not None:
+                timer.cancel()
+            self.timer = self.loop.call_at(when, self._on_timer)
 
     def _cancel_timer(self) -> None:
+        """Disarm; the pending loop timer, if any, will find nothing to do."""
+        self.expiry = None
+
+    def _stop_timer(self) -> None:
+        """Disarm and drop the loop timer (the connection is closing)."""
+        self.expiry = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
-    def _expire_idle(self) -> None:
+    def _on_timer(self) -> None:
         self.timer = None
+        expiry = self.expiry
+        if expiry is None:
+            return
+        when, callback = expiry
+        if self.loop.time() < when:
+            self.timer = self.loop.call_at(when, self._on_timer)
+            return
+        self.expiry = None
+        callback()
+
+    def _expire_idle(self) -> None:
         if self.task is None:
             self._close()
 
     def _expire_read(self) -> None:
-        self.timer = None
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(RequestBodyError(BodyFailure.TIMEOUT,
