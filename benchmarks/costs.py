@@ -27,7 +27,7 @@ from igw_core.events import ProviderEnd, ProviderHead, RequestData, RequestEnd, 
 from igw_core.exchange import Exchange
 from igw_core.gateway import Gateway
 from igw_core.report import ExchangeRecord, Usage
-from igw_io.logs import AccessLog, configure_logging
+from igw_io.logs import AccessLog, access_fields, configure_logging
 from igw_io.metrics import Metrics
 
 _BODY = (b'{"model":"openai/gpt-4o-mini","messages":[{"role":"user",'
@@ -59,9 +59,6 @@ def main() -> None:
         request_id="0123456789abcdef", method="POST", route="/v1/chat/completions",
         path="/v1/chat/completions", status=200, provider="openai", model="gpt-4o-mini",
         started=1.0, ended=1.0123, usage=Usage(12, 9, 21), counted=True)
-    fields = {"request_id": record.request_id, "method": record.method, "path": record.path,
-              "status": record.status, "duration_ms": round(record.duration * 1000, 2),
-              "provider": record.provider}
     configure_logging(development=False, secrets=("sk-bench",))
     handler = logging.getLogger("igw").handlers[0]
     assert isinstance(handler, logging.StreamHandler)
@@ -71,7 +68,7 @@ def main() -> None:
 
     async def access_lines() -> float:
         # Inside a loop, as in the gateway: lines of one iteration are joined.
-        return _per_call(lambda: access.write(dict(fields)), args.number)
+        return _per_call(lambda: access.write(record), args.number)
 
     metrics = Metrics(settings)
     gateway = Gateway.from_settings(settings)
@@ -92,7 +89,7 @@ def main() -> None:
     rows = [
         ("access line, as igw writes it", asyncio.run(access_lines())),
         ("access line through the logging module",
-         _per_call(lambda: logger.info("request", extra=dict(fields)), args.number)),
+         _per_call(lambda: logger.info("request", extra=access_fields(record)), args.number)),
         ("Prometheus updates of a chat request (TELEMETRY_ENABLE=true)",
          _per_call(lambda: metrics.record(record), args.number)),
         ("the core's whole chat exchange, for scale", _per_call(exchange, args.number // 4)),

@@ -9,9 +9,16 @@ mock alone (``direct``) and every target in turn, each target pinned to the same
 prints markdown tables: RPS, p50/p99, errors, peak RSS, server CPU, and each igw row's ratio
 to the floor and to nginx. Results also go to ``benchmarks/results/latest.json``.
 
+A shared VM's speed drifts by tens of percent within a minute, so each scenario is measured
+in ``--rounds`` rounds (every target once per round, in table order): each target's
+measurements are interleaved with the floor's, the ratios are taken within a round, and the
+tables show per target the median over the rounds (ratios: the median of the per-round
+ratios). The per-round rows are kept in the JSON.
+
 Usage::
 
-    python benchmarks/run.py [--duration 5] [--connections 64] [--tool auto|wrk|python]
+    python benchmarks/run.py [--duration 3] [--rounds 3] [--connections 64]
+                             [--tool auto|wrk|python]
                              [--only nginx,floor,standalone,asgi]
                              [--scenarios chat,stream,proxy,single] [--extra rss,workers]
 
@@ -40,7 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -520,8 +528,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark igw against nginx and a minimal Python relay (the floor).",
         epilog=f"wrk and nginx are used when installed; {_INSTALL}",
     )
-    parser.add_argument("--duration", type=float, default=5.0,
-                        help="seconds measured per row (after a 1 s warm-up); default 5")
+    parser.add_argument("--duration", type=float, default=3.0,
+                        help="seconds measured per row and round (after a 1 s warm-up); "
+                             "default 3")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per scenario, each measuring every target once, in "
+                             "table order; the tables show the medians; default 3")
     parser.add_argument("--connections", type=int, default=64,
                         help="concurrent keep-alive connections; default 64")
     parser.add_argument("--threads", type=int, default=1,
@@ -548,6 +560,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.extras = _csv(args.extra, EXTRAS, "--extra", empty=True)
     if args.duration <= 0 or args.connections < 1 or args.rss_connections < 1:
         parser.error("--duration must be > 0 and connections >= 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     return args
 
 
@@ -653,6 +667,64 @@ def add_ratios(rows: list[Result]) -> None:
             r.added_vs_floor = ratio(r.added_p50_ms, floor.added_p50_ms)
 
 
+def add_worker_ratio(rows: list[Result]) -> None:
+    """Fill in ``igw-workers2``'s RPS / ``igw-workers1``'s, for one round's two rows."""
+    if rows[0].rps:
+        rows[1].vs_one_worker = round(rows[1].rps / rows[0].rps, 3)
+
+
+def _median(values: Sequence[float | None], digits: int) -> float | None:
+    """The median of the values that are not None or NaN, else None.
+
+    A middle value is returned as measured; the mean of the two middle ones (an even
+    count) is rounded to ``digits``.
+    """
+    kept = sorted(v for v in values if v is not None and v == v)
+    if not kept:
+        return None
+    mid = len(kept) // 2
+    return kept[mid] if len(kept) % 2 else round((kept[mid - 1] + kept[mid]) / 2, digits)
+
+
+def _median_nan(values: Sequence[float], digits: int) -> float:
+    """:func:`_median`, with NaN (no successful request in any round) instead of None."""
+    found = _median(values, digits)
+    return float("nan") if found is None else found
+
+
+def summarize(rounds: list[list[Result]]) -> list[Result]:
+    """One row per target from its rows of every round (``rounds[i]``: round i + 1's rows).
+
+    RPS, p50, p99 and CPU % are the medians over the rounds, errors and requests the sums,
+    peak RSS the largest, the check ``"ok"`` only if every round's was (else the first
+    other verdict), and each ratio the median of the target's per-round ratios. With one
+    round the rows come back unchanged.
+    """
+    out = []
+    for first in rounds[0]:
+        rows = [r for rows_ in rounds for r in rows_ if r.target == first.target]
+        verdicts = [r.check for r in rows if r.check != "ok"]
+        out.append(replace(
+            first,
+            rps=_median_nan([r.rps for r in rows], 1),
+            p50_ms=_median_nan([r.p50_ms for r in rows], 3),
+            p99_ms=_median_nan([r.p99_ms for r in rows], 3),
+            errors=sum(r.errors for r in rows),
+            requests=sum(r.requests for r in rows),
+            peak_rss_mb=max((r.peak_rss_mb for r in rows if r.peak_rss_mb is not None),
+                            default=None),
+            server_cpu_pct=_median([r.server_cpu_pct for r in rows], 1),
+            check=verdicts[0] if verdicts else "ok",
+            vs_floor=_median([r.vs_floor for r in rows], 3),
+            vs_best_floor=_median([r.vs_best_floor for r in rows], 3),
+            vs_nginx=_median([r.vs_nginx for r in rows], 3),
+            added_p50_ms=_median([r.added_p50_ms for r in rows], 3),
+            added_vs_floor=_median([r.added_vs_floor for r in rows], 3),
+            vs_one_worker=_median([r.vs_one_worker for r in rows], 3),
+        ))
+    return out
+
+
 def _json_row(result: Result) -> dict[str, Any]:
     """``result`` as a JSON object, with NaN (no successful request) as ``null``."""
     return {k: None if isinstance(v, float) and v != v else v for k, v in asdict(result).items()}
@@ -686,7 +758,10 @@ class Bench:
     cpus: tuple[int, int] | None
     scratch: Path
     notes: list[str] = field(default_factory=list)
+    #: One summary row per target and scenario (:func:`summarize`), in table order.
     results: list[Result] = field(default_factory=list)
+    #: Every measured row with its round number (1-based), in measuring order.
+    round_rows: list[tuple[int, Result]] = field(default_factory=list)
     upstream_port: int = 0
 
     @property
@@ -724,16 +799,17 @@ class Bench:
                     ["nginx", "-p", str(directory), "-e", str(directory / "error.log"),
                      "-c", str(conf), "-g", "daemon off;"], base_env(), port, cpu=cpu))
         if "floor" in args.groups:
-            for loop in ("asyncio", "uvloop"):
-                if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            for floor_loop in ("asyncio", "uvloop"):
+                if floor_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
                     self.notes.append("floor-uvloop skipped: uvloop is not installed")
                     continue
                 port = free_port()
-                name = "floor" if loop == "asyncio" else "floor-uvloop"
+                name = "floor" if floor_loop == "asyncio" else "floor-uvloop"
                 targets.append(self.start(
-                    name, "floor", loop,
+                    name, "floor", floor_loop,
                     [sys.executable, str(HERE / "floor.py"), "--port", str(port),
-                     "--upstream", f"{HOST}:{up}", "--loop", loop], base_env(), port, cpu=cpu))
+                     "--upstream", f"{HOST}:{up}", "--loop", floor_loop], base_env(), port,
+                    cpu=cpu))
         if "standalone" in args.groups:
             for name, flags, loop in igw_variants(self.notes):
                 port = free_port()
@@ -750,11 +826,19 @@ class Bench:
         return targets
 
     def row(self, scenario: str, target: Target, request: Request, connections: int,
-            *, load_cpu: int | None, duration: float | None = None) -> Result:
-        """Check, then measure one target: load, CPU and peak RSS of its process tree."""
+            *, load_cpu: int | None, duration: float | None = None,
+            round_number: int = 1) -> Result:
+        """Check, then measure one target: load, CPU and peak RSS of its process tree.
+
+        ``round_number`` only labels the progress and warning lines (with more than one
+        round).
+        """
+        rounds = self.args.rounds
+        label = f"round {round_number}/{rounds} " if rounds > 1 else ""
         verdict = check(target.port, request)
         if verdict != "ok":
-            print(f"WARNING {scenario}/{target.name}: check failed: {verdict}", file=sys.stderr)
+            print(f"WARNING {label}{scenario}/{target.name}: check failed: {verdict}",
+                  file=sys.stderr)
         pids = process_tree(target.proc.pid)
         if not reset_peak_rss(pids):
             self.note_once("peak RSS is since process start (could not reset VmHWM)")
@@ -769,7 +853,7 @@ class Bench:
                         load_cpu is not None, self.runner.tool, round(load.rps, 1),
                         load.p50_ms, load.p99_ms, load.errors, load.requests,
                         peak_rss_mb(pids), None if cpu is None else round(cpu, 1), verdict)
-        print(f"  {scenario:<9} {target.name:<22} {load.rps:>8.0f} rps  p50 "
+        print(f"  {label}{scenario:<9} {target.name:<22} {load.rps:>8.0f} rps  p50 "
               f"{_fmt(load.p50_ms, 3)} ms  p99 {_fmt(load.p99_ms)} ms  errors {load.errors}  "
               f"rss {_fmt(result.peak_rss_mb, 1)} MB  cpu {_fmt(result.server_cpu_pct, 0)}%",
               file=sys.stderr)
@@ -780,45 +864,63 @@ class Bench:
         if note not in self.notes:
             self.notes.append(note)
 
+    def measure_rounds(self, scenario: str, jobs: list[tuple[Target, Request]],
+                       connections: int, *, load_cpu: int | None,
+                       ratios: Callable[[list[Result]], None] = add_ratios) -> None:
+        """Measure each (target, request) once per round, in order, ``--rounds`` times.
+
+        ``ratios`` fills in each round's ratios from that round's rows alone; the rows go to
+        :attr:`round_rows` and one summary row per target (:func:`summarize`) to
+        :attr:`results`.
+        """
+        rounds = []
+        for number in range(1, self.args.rounds + 1):
+            rows = [self.row(scenario, target, request, connections, load_cpu=load_cpu,
+                             round_number=number) for target, request in jobs]
+            ratios(rows)
+            self.round_rows += [(number, r) for r in rows]
+            rounds.append(rows)
+        self.results += summarize(rounds)
+
     def main_rows(self, targets: list[Target]) -> None:
+        """Every scenario's rows: ``direct`` and every target, ``--rounds`` times."""
         for scenario in self.args.scenario_list:
             direct_request, relayed_request = scenario_requests(scenario)
             connections = 1 if scenario == "single" else self.args.connections
-            rows = [self.row(scenario, t, direct_request if t.kind == "direct"
-                             else relayed_request, connections, load_cpu=self.load_cpu)
-                    for t in targets]
-            add_ratios(rows)
-            self.results += rows
+            self.measure_rounds(scenario, [(t, direct_request if t.kind == "direct"
+                                            else relayed_request) for t in targets],
+                                connections, load_cpu=self.load_cpu)
 
     def rss_rows(self, targets: list[Target]) -> None:
         """A chat row at --rss-connections for the floors and every igw standalone row."""
         _, request = scenario_requests("chat")
         n = self.args.rss_connections
-        rows = [self.row(f"chat-c{n}", t, request, n, load_cpu=self.load_cpu)
-                for t in targets if t.kind in ("floor", "igw")]
-        add_ratios(rows)
-        self.results += rows
+        self.measure_rounds(f"chat-c{n}", [(t, request) for t in targets
+                                           if t.kind in ("floor", "igw")],
+                            n, load_cpu=self.load_cpu)
 
     def workers_rows(self) -> None:
-        """igw standalone --workers 1 and 2, unpinned, with the load on the same cores."""
+        """igw standalone --workers 1 and 2, unpinned, with the load on the same cores.
+
+        Both run for all the rounds (the idle one waits), so each round measures them
+        back to back; ``vs 1 worker`` is the median of the per-round ratios.
+        """
         _, request = scenario_requests("chat")
-        rows = []
+        targets = []
         for workers in (1, 2):
             port = free_port()
-            target = self.start(f"igw-workers{workers}", "igw", None,
-                                [sys.executable, "-m", "igw_standalone", "--workers",
-                                 str(workers)], gateway_env(self.upstream_port, port), port,
-                                cpu=None)
+            targets.append(self.start(f"igw-workers{workers}", "igw", None,
+                                      [sys.executable, "-m", "igw_standalone", "--workers",
+                                       str(workers)], gateway_env(self.upstream_port, port),
+                                      port, cpu=None))
             wait_listeners(port, workers)
-            rows.append(self.row("chat-workers", target, request, self.args.connections,
-                                 load_cpu=None))
+        self.measure_rounds("chat-workers", [(t, request) for t in targets],
+                            self.args.connections, load_cpu=None, ratios=add_worker_ratio)
+        for target in targets:
             target.proc.terminate()
             target.proc.wait(timeout=15)
-        if rows[0].rps:
-            rows[1].vs_one_worker = round(rows[1].rps / rows[0].rps, 3)
         self.notes.append("workers rows are unpinned: wrk, the mock and the workers share "
                           f"all {os.cpu_count()} cores, so 2 workers cannot reach 2x here")
-        self.results += rows
 
 
 def run(args: argparse.Namespace, children: Children) -> Bench:
@@ -839,9 +941,14 @@ def run(args: argparse.Namespace, children: Children) -> Bench:
         else:
             bench.notes.append("not pinned: the load generator, the mock and the target "
                                "share every core")
+        if args.rounds > 1:
+            bench.notes.append(f"each row: median of {args.rounds} interleaved rounds; ratios "
+                               "are medians of the per-round ratios")
         try:
             targets = bench.start_targets()
-            print(f"tool={tool} duration={args.duration:g}s connections={args.connections} "
+            rounds = f" rounds={args.rounds}" if args.rounds > 1 else ""
+            print(f"tool={tool} duration={args.duration:g}s{rounds} "
+                  f"connections={args.connections} "
                   f"targets={','.join(t.name for t in targets)}", file=sys.stderr)
             bench.main_rows(targets)
             if "rss" in args.extras:
@@ -883,8 +990,14 @@ def main(argv: list[str] | None = None) -> None:
         print(single_table(results))
     failed = [r for r in results if r.check != "ok"]
     for r in failed:
-        bench.notes.append(f"{r.scenario}/{r.target} failed its check before the run: "
-                           f"{r.check}")
+        if args.rounds == 1:
+            bench.notes.append(f"{r.scenario}/{r.target} failed its check before the run: "
+                               f"{r.check}")
+            continue
+        count = sum(1 for _, row in bench.round_rows if row.scenario == r.scenario
+                    and row.target == r.target and row.check != "ok")
+        bench.notes.append(f"{r.scenario}/{r.target} failed its check before {count} of "
+                           f"{args.rounds} rounds: {r.check}")
     print()
     for note in [*bench.notes,
                  f"stream: the mock sends {STREAM_EVENTS} data events + [DONE] per response",
@@ -896,6 +1009,7 @@ def main(argv: list[str] | None = None) -> None:
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "elapsed_s": round(time.time() - started, 1),
             "duration_s": args.duration,
+            "rounds": args.rounds,
             "warmup_s": WARMUP_S,
             "connections": args.connections,
             "threads": args.threads,
@@ -910,6 +1024,7 @@ def main(argv: list[str] | None = None) -> None:
             "logs": str(RESULTS),
         },
         "results": [_json_row(r) for r in results],
+        "rounds": [{"round": number, **_json_row(r)} for number, r in bench.round_rows],
     }, indent=2, allow_nan=False) + "\n")
     print(f"\nJSON: {args.output}", file=sys.stderr)
     if any(r.errors for r in results) or failed:
