@@ -49,7 +49,7 @@ from igw_core.events import (
 from igw_core.flows.base import Flow, TableState
 from igw_core.gateway import Gateway
 from igw_core.mcp.catalog import EMPTY, Catalogue
-from igw_core.report import ExchangeRecord
+from igw_core.report import ExchangeRecord, ToolCallFact
 from igw_core.responses import (
     OPENAI_ERRORS,
     ErrorShape,
@@ -78,10 +78,13 @@ _CLOSE = (("connection", "close"),)
 
 def request_id_of(head: RequestHead) -> str:
     """Return the request's id: the client's ``X-Request-Id`` if sane, else ``fresh_id``."""
-    given = hdrs.get(head.headers, b"x-request-id")
+    return _request_id(hdrs.get(head.headers, b"x-request-id"), head.fresh_id)
+
+
+def _request_id(given: bytes | None, fresh: str) -> str:
     if given and len(given) <= _MAX_REQUEST_ID and all(0x21 <= b <= 0x7E for b in given):
         return given.decode("ascii")
-    return head.fresh_id
+    return fresh
 
 
 class Exchange:
@@ -123,6 +126,7 @@ class Exchange:
         self._errors = OPENAI_ERRORS
         self._body: list[bytes] = []
         self._body_size = 0
+        self._length: bytes | None = None  # the request's Content-Length
         self._now = 0.0
 
     @property
@@ -138,7 +142,10 @@ class Exchange:
 
     def query_param(self, name: str) -> str | None:
         """Return the first value of query parameter ``name`` (decoded), or ``None``."""
-        for pair in self.head.query.split("&"):
+        query = self.head.query
+        if not query:
+            return None
+        for pair in query.split("&"):
             key, _, value = pair.partition("=")
             if key == name:
                 return unquote_plus(value)
@@ -150,16 +157,21 @@ class Exchange:
         Raises:
             LocalProtocolError: ``event`` is not legal in the current state.
         """
-        if type(event) in _TIMED:
+        kind = type(event)
+        if kind in _TIMED:
             self._now = event.now  # type: ignore[attr-defined]
         state = self.state
-        if type(event) is ClientGone:
+        if kind is ClientGone:
             return [] if state is State.DONE else self._on_client_gone(event)  # type: ignore[arg-type]
         try:
             if state is State.FLOWING:
-                effects = self._on_flow_event(event)
+                flow = self.flow
+                assert flow is not None
+                effects = flow.receive(event)
+                if flow.finished:
+                    effects.append(self._report_flow())
             else:
-                entry = TRANSITIONS.get((state, type(event)))
+                entry = TRANSITIONS.get((state, kind))
                 if entry is None:
                     raise LocalProtocolError(
                         f"{type(event).__name__} is not legal in state {state.value}")
@@ -181,12 +193,20 @@ class Exchange:
     # -- the request ---------------------------------------------------------------------
 
     def _on_head(self, head: RequestHead) -> list[Effect]:
-        self.request_id = request_id_of(head)
+        given = framing = length = None
+        for name, value in head.headers:  # one pass for the three the head needs
+            if name == b"content-length":
+                if length is None:
+                    length = value
+            elif name == b"transfer-encoding":
+                framing = value
+            elif name == b"x-request-id" and given is None:
+                given = value
+        self.request_id = _request_id(given, head.fresh_id)
         self.head = head
         self._now = head.now
-        if hdrs.get(head.headers, b"transfer-encoding") is not None and (
-            hdrs.get(head.headers, b"content-length") is not None
-        ):
+        self._length = length
+        if framing is not None and length is not None:
             # RFC 9112 §6.1: ambiguous framing, the classic request-smuggling vector; the
             # server must close the connection after refusing it.
             raise BadRequest("request has both Content-Length and Transfer-Encoding",
@@ -245,13 +265,12 @@ class Exchange:
         return self._route()
 
     def _route(self) -> list[Effect]:
-        head = self.head
         endpoint = self._endpoint = self._found
         self._require(endpoint.methods)
         effects = endpoint.on_head(self) if endpoint.on_head is not None else []
         if endpoint.on_body is None:
             return effects
-        length = hdrs.get(head.headers, b"content-length")
+        length = self._length
         if length is not None and length.isdigit():
             self._check_size(int(length))
         self.state = State.READING_BODY
@@ -306,14 +325,6 @@ class Exchange:
             return [*effects, self._report_flow()]
         return effects
 
-    def _on_flow_event(self, event: Event) -> list[Effect]:
-        flow = self.flow
-        assert flow is not None
-        effects = flow.receive(event)
-        if flow.finished:
-            effects.append(self._report_flow())
-        return effects
-
     def _report_flow(self) -> Report:
         flow = self.flow
         assert flow is not None
@@ -348,25 +359,19 @@ class Exchange:
         self.state = State.DONE
         self.finished = True
         head, flow, endpoint = self.head, self.flow, self._endpoint
-        provider = flow.provider if flow is not None else None
-        routed = flow.routed if flow is not None else None
-        record = ExchangeRecord(
-            request_id=self.request_id,
-            method=head.method,
-            route=endpoint.label if endpoint is not None else "other",
-            path=head.path,
-            status=status,
-            provider=provider.id if provider is not None else "",
-            model=flow.model if flow is not None else "",
-            streamed=flow.streamed if flow is not None else False,
-            started=head.now,
-            ended=self._now,
-            first_byte=first_byte,
-            usage=usage,
-            counted=endpoint.counted if endpoint is not None else False,
-            error=error,
-            tool_calls=flow.tool_calls if flow is not None else (),
-        )
+        label, counted = ("other", False) if endpoint is None else (endpoint.label,
+                                                                     endpoint.counted)
+        routed = None
+        provider_id, model, streamed = "", "", False
+        tool_calls: tuple[ToolCallFact, ...] = ()
+        if flow is not None:
+            routed = flow.routed
+            provider_id = flow.provider.id if flow.provider is not None else ""
+            model, streamed, tool_calls = flow.model, flow.streamed, flow.tool_calls
+        # Positional, in the field order: a dataclass __init__ matches keywords slowly.
+        record = ExchangeRecord(self.request_id, head.method, label, head.path, status,
+                                provider_id, model, streamed, head.now, self._now, first_byte,
+                                usage, counted, error, tool_calls)
         if routed is not None and flow is not None:
             facts, cooled = flow.route_facts()
             record = replace(record, alias=routed.alias, attempts=tuple(facts),

@@ -48,20 +48,36 @@ def backoff_headers(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
     )
 
 
-def connection_tokens(headers: Headers) -> frozenset[bytes]:
-    """Return the header names listed in ``Connection`` (also hop-by-hop)."""
-    tokens: set[bytes] = set()
-    for key, value in headers:
-        if key == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return frozenset(tokens)
-
-
 def end_to_end(
     headers: Headers, *, drop: frozenset[bytes] = frozenset()
 ) -> list[tuple[bytes, bytes]]:
     """Return ``headers`` without hop-by-hop, framing, ``Connection``-named or ``drop`` ones."""
-    listed = connection_tokens(headers)
-    return [
-        (k, v) for k, v in headers if k not in HOP_BY_HOP and k not in drop and k not in listed
-    ]
+    return relayed(headers, drop=drop)[0]
+
+
+def relayed(
+    headers: Headers, *, drop: frozenset[bytes] = frozenset()
+) -> tuple[list[tuple[bytes, bytes]], bytes | None, bytes | None]:
+    """Return :func:`end_to_end` of ``headers`` with the first ``Content-Type`` and
+    ``Content-Length`` values, in one pass (a provider answers with twenty headers or so,
+    on every request)."""
+    out: list[tuple[bytes, bytes]] = []
+    listed: set[bytes] | None = None
+    content_type = length = None
+    for key, value in headers:
+        if key in HOP_BY_HOP:
+            if key == b"connection":
+                tokens = {t.strip().lower() for t in value.split(b",")} - HOP_BY_HOP
+                if tokens:
+                    listed = tokens if listed is None else listed | tokens
+            elif key == b"content-length" and length is None:
+                length = value
+            continue
+        if key in drop:
+            continue
+        if key == b"content-type" and content_type is None:
+            content_type = value
+        out.append((key, value))
+    if listed:
+        out = [(k, v) for k, v in out if k not in listed]
+    return out, content_type, length

@@ -75,13 +75,18 @@ def usage_from_body(body: bytes, *, first: bool = False) -> Usage | None:
 class ResponseTap:
     """Watches a relayed response body: usage from its tail, a debug copy of its head."""
 
-    __slots__ = ("_expected", "_head", "_head_limit", "_tail", "seen")
+    __slots__ = ("_expected", "_head", "_head_limit", "_keep_tail", "_tail", "seen")
 
-    def __init__(self, *, keep_head: int = 0, expected: int | None = None) -> None:
+    def __init__(self, *, keep_head: int = 0, expected: int | None = None,
+                 keep_tail: bool = True) -> None:
+        """``keep_tail``: keep the tail for :meth:`usage`; without it, and with an
+        ``expected`` length, the tap only counts (a body without a length keeps its tail
+        anyway: :attr:`complete` looks for its ``[DONE]``)."""
         self._tail = bytearray()
         self._head = bytearray()
         self._head_limit = keep_head
         self._expected = expected
+        self._keep_tail = keep_tail or expected is None
         self.seen = 0
 
     def feed(self, data: bytes) -> None:
@@ -89,10 +94,11 @@ class ResponseTap:
         self.seen += len(data)
         if len(self._head) < self._head_limit:
             self._head += data[: self._head_limit - len(self._head)]
-        tail = self._tail
-        tail += data
-        if len(tail) > 2 * _TAIL:
-            del tail[:-_TAIL]
+        if self._keep_tail:
+            tail = self._tail
+            tail += data
+            if len(tail) > 2 * _TAIL:
+                del tail[:-_TAIL]
 
     @property
     def head(self) -> bytes:

@@ -146,16 +146,14 @@ class RelayFlow(Flow):
         self.status = event.status
         request_id = self.exchange.request_id.encode()
         if self.proxied:
-            out = hdrs.end_to_end(event.headers, drop=_DROP_FROM_PROXIED)
-            length = hdrs.get(event.headers, b"content-length")
+            out, _, length = hdrs.relayed(event.headers, drop=_DROP_FROM_PROXIED)
             if length is not None:
                 out.append((b"content-length", length))
             out.append((b"x-request-id", request_id))
             return [SendHead(event.status, out), RelayBody(self.call)]
-        out = hdrs.end_to_end(event.headers, drop=_DROP_FROM_UPSTREAM)
-        content_type = hdrs.get(event.headers, b"content-type") or b""
-        length = hdrs.get(event.headers, b"content-length")
-        self.streamed = content_type.startswith(b"text/event-stream")
+        out, content_type, length = hdrs.relayed(event.headers, drop=_DROP_FROM_UPSTREAM)
+        self.streamed = content_type is not None and content_type.startswith(
+            b"text/event-stream")
         if self.streamed:
             out.extend(h for h in _STREAM_HEADERS if hdrs.get(out, h[0]) is None)
         elif length is not None:
@@ -167,7 +165,7 @@ class RelayFlow(Flow):
         keep = 64 * 1024 if self.exchange.gateway.settings.is_development else (
             _STREAM_HEAD_KEPT if self.streamed else 0)
         expected = int(length) if length is not None and length.isdigit() else None
-        self._tap = ResponseTap(keep_head=keep, expected=expected)
+        self._tap = ResponseTap(keep_head=keep, expected=expected, keep_tail=self.metered)
         return [SendHead(event.status, out), RelayBody(self.call, self._tap)]
 
     def _on_error_head(self, event: ProviderHead) -> list[Effect]:
