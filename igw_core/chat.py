@@ -7,6 +7,7 @@ model policy, vision) is made in :func:`plan_chat`, in that order.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -146,6 +147,15 @@ def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None, *,
 
 
 _MODEL_KEY = b'"model"'
+#: JSON's whitespace (RFC 8259 §2), which may sit around a member's colon.
+_SPACE = re.compile(rb"[ \t\n\r]*")
+
+
+def _skip_space(body: bytes, at: int) -> int:
+    """Return the index of the first byte at or after ``at`` that is not JSON whitespace."""
+    match = _SPACE.match(body, at)
+    assert match is not None  # "*" matches the empty string
+    return match.end()
 _USAGE_MEMBER = b'"stream_options":{"include_usage":true},'
 
 
@@ -157,23 +167,26 @@ def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool) 
     right: the ``"model"`` key appears once and is followed directly by the model
     spelled as JSON encodes it. Returns ``None`` otherwise (re-encode instead).
     """
+    # Positions are found without copying the body (it may be a long conversation):
+    # one copy is made, by the join.
     if new_model != model:
-        if body.count(_MODEL_KEY) != 1:
+        key = body.find(_MODEL_KEY)
+        if key == -1 or body.find(_MODEL_KEY, key + 1) != -1:  # not exactly once
             return None
+        colon = _skip_space(body, key + len(_MODEL_KEY))
+        if body[colon:colon + 1] != b":":
+            return None
+        at = _skip_space(body, colon + 1)
         old = encode_basestring_ascii(model).encode()  # json.dumps(model), without its setup
-        key = body.index(_MODEL_KEY) + len(_MODEL_KEY)
-        colon = body.find(b":", key)
-        if colon == -1 or body[key:colon].strip() or not body[colon + 1 :].lstrip().startswith(
-            old
-        ):
+        if not body.startswith(old, at):
             return None
-        at = colon + 1 + (len(body) - colon - 1 - len(body[colon + 1 :].lstrip()))
-        body = body[:at] + encode_basestring_ascii(new_model).encode() + body[at + len(old) :]
+        body = b"".join((body[:at], encode_basestring_ascii(new_model).encode(),
+                         body[at + len(old):]))
     if add_usage:
-        start = len(body) - len(body.lstrip())
-        if body[start : start + 1] != b"{":
+        start = _skip_space(body, 0)
+        if body[start:start + 1] != b"{":
             return None
-        body = body[: start + 1] + _USAGE_MEMBER + body[start + 1 :]
+        body = b"".join((body[:start + 1], _USAGE_MEMBER, body[start + 1:]))
     return body
 
 
