@@ -40,7 +40,7 @@ class _Channel:
         self._head_sent = False
         self._body_done = False
 
-    async def receive_body(self) -> bytes | None:
+    async def receive_body(self) -> tuple[bytes, bool]:
         while not self._body_done:
             message = await self._receive()
             kind = message["type"]
@@ -50,9 +50,9 @@ class _Channel:
             if kind == "http.request":
                 body: bytes = message.get("body", b"")
                 self._body_done = not message.get("more_body", False)
-                if body:
-                    return body
-        return None
+                if body or self._body_done:
+                    return body, not self._body_done
+        return b"", False
 
     async def _out(self, message: Message) -> None:
         if self._disconnected:

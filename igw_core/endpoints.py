@@ -93,17 +93,17 @@ def start_chat(x: Exchange, body: bytes) -> list[Effect]:
     gateway = x.gateway
     request = parse_json_object(body)
     alias = _alias_of(x, request)
-    agent = _use_agent(x)
+    use_agent = _use_agent(x)
     if alias is None:
         plan = plan_chat(gateway, body, x.query_param("provider"), request=request)
-    elif not agent:
+    elif not use_agent:
         return _start_routed(x, alias, partial(_chat_call, x, body))
     else:  # the agent's rounds are routed one by one; planned for the first deployment
         plan = plan_chat(gateway, body, None, route=_planning_route(x, alias))
     provider = plan.route.provider
     headers = _chat_headers(x, plan)
     url = provider.url(provider.spec.chat_path)
-    if agent:
+    if use_agent:
         agent = AgentRun(x, AgentLoop(plan.request, x.tools, stream=plan.stream), provider,
                          url, headers)
         agent.model = plan.route.model

@@ -30,8 +30,10 @@ class ClientChannel(Protocol):
     Every method raises :class:`ClientDisconnected` once the client is gone.
     """
 
-    async def receive_body(self) -> bytes | None:
-        """Return the next piece of the request body, or ``None`` at its end.
+    async def receive_body(self) -> tuple[bytes, bool]:
+        """Return the next piece of the request body (possibly empty) and whether more
+        follows: ``(data, False)`` is the last piece, so a body that arrived whole takes
+        one call.
 
         Raises:
             ClientDisconnected: the client went away.

@@ -156,16 +156,19 @@ class _Run:
             pass
 
     async def read_request(self, effect: ReadRequestBody) -> None:
-        while not self.exchange.finished:
+        exchange = self.exchange
+        while not exchange.finished:
             try:
-                data = await self.channel.receive_body()
+                data, more = await self.channel.receive_body()
             except RequestBodyError as error:
                 self.feed(RequestBodyFailed(error.reason, error.detail, self.clock()))
                 return
-            if data is None:
-                self.feed(RequestEnd())
+            if data:
+                self.feed(RequestData(data))
+            if not more:
+                if not exchange.finished:  # a piece over the size limit ended it
+                    self.feed(RequestEnd())
                 return
-            self.feed(RequestData(data))
 
     async def call_streamed(self, call: CallProvider) -> None:
         try:

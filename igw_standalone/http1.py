@@ -393,24 +393,34 @@ class HTTP1Connection(asyncio.Protocol):
         self.on_gone = callback
         return True
 
-    async def receive_body(self) -> bytes | None:
+    async def receive_body(self) -> tuple[bytes, bool]:
         events = self.events
         while True:
             if self.body_done:
-                return None
+                return b"", False
             if events:
                 event = events[0]
                 if isinstance(event, bytes):
+                    # Everything of the body that is already here, in one piece, and
+                    # whether its end is here too (a small body: one call in all).
                     events.popleft()
-                    self.queued -= len(event)
+                    pieces = [event]
+                    while events and isinstance(events[0], bytes):
+                        pieces.append(events.popleft())  # type: ignore[arg-type]
+                    data = event if len(pieces) == 1 else b"".join(pieces)
+                    self.queued -= len(data)
                     if self.reading_paused and self.queued < _LOW_WATER:
                         self.reading_paused = False
                         self.transport.resume_reading()  # type: ignore[union-attr]
-                    return event
+                    if events and events[0] is END:
+                        events.popleft()
+                        self.body_done = True
+                        return data, False
+                    return data, True
                 if event is END:
                     events.popleft()
                     self.body_done = True
-                    return None
+                    return b"", False
                 if isinstance(event, Failure):
                     events.popleft()
                     self.closing = True

@@ -208,13 +208,13 @@ class _H2Channel:
 
     # -- ClientChannel ----------------------------------------------------------
 
-    async def receive_body(self) -> bytes | None:
+    async def receive_body(self) -> tuple[bytes, bool]:
         while True:
             item = await self._body_out.receive()
             if isinstance(item, _Reset):
                 raise ClientDisconnected
             if item is None:
-                return None
+                return b"", False
             data, credit = item
             if credit:
                 try:
@@ -223,7 +223,7 @@ class _H2Channel:
                     pass
                 await self.c.flush()
             if data:
-                return data
+                return data, True
 
     async def finish(self) -> None:
         """Release an unread request body: return its credit, so a client still sending
