@@ -112,7 +112,7 @@ class _Run:
                 if self.watch is not None:
                     self.watch()
                     self.watch = None
-                parallel = kind is CallTool or effect.buffer  # type: ignore[attr-defined]
+                parallel = _in_parallel(effect)
             else:
                 parallel = False
             if kind is Report:  # nothing to wait for: no coroutine
@@ -127,19 +127,22 @@ class _Run:
             else:
                 await perform[kind](self, effect)
 
-    async def send_data(self, effect: SendData) -> None:
-        await self.channel.send_data(effect.data)
+    # The effects a channel performs by itself: plain functions handing back the channel's
+    # own coroutine, so there is one coroutine per effect, not two.
 
-    async def send_head(self, effect: SendHead) -> None:
+    def send_data(self, effect: SendData) -> Awaitable[None]:
+        return self.channel.send_data(effect.data)
+
+    def send_head(self, effect: SendHead) -> Awaitable[None]:
         headers = effect.headers
-        await self.channel.send_head(effect.status,
-                                     headers if type(headers) is list else list(headers))
+        return self.channel.send_head(effect.status,
+                                      headers if type(headers) is list else list(headers))
 
-    async def send_end(self, effect: SendEnd) -> None:
-        await self.channel.send_end()
+    def send_end(self, effect: SendEnd) -> Awaitable[None]:
+        return self.channel.send_end()
 
-    async def abort(self, effect: Abort) -> None:
-        await self.channel.abort()
+    def abort(self, effect: Abort) -> Awaitable[None]:
+        return self.channel.abort()
 
     async def report(self, effect: Report) -> None:
         self.record = effect.record
