@@ -115,9 +115,7 @@ class _Run:
                 parallel = _in_parallel(effect)
             else:
                 parallel = False
-            if kind is Report:  # nothing to wait for: no coroutine
-                self.record = effect.record  # type: ignore[attr-defined]
-            elif parallel:
+            if parallel:
                 batch = [effect]
                 while effects and _in_parallel(effects[0]):
                     batch.append(effects.popleft())
@@ -125,10 +123,13 @@ class _Run:
                     for call in batch:
                         tg.start_soon(self.call_parallel, call)
             else:
-                await perform[kind](self, effect)
+                waiting = perform[kind](self, effect)
+                if waiting is not None:
+                    await waiting
 
-    # The effects a channel performs by itself: plain functions handing back the channel's
-    # own coroutine, so there is one coroutine per effect, not two.
+    # A performer returns what to await, or None when it is done already. The effects a
+    # channel performs by itself hand back the channel's own coroutine (one coroutine per
+    # effect, not two); the report needs none.
 
     def send_data(self, effect: SendData) -> Awaitable[None]:
         return self.channel.send_data(effect.data)
@@ -144,7 +145,7 @@ class _Run:
     def abort(self, effect: Abort) -> Awaitable[None]:
         return self.channel.abort()
 
-    async def report(self, effect: Report) -> None:
+    def report(self, effect: Report) -> None:
         self.record = effect.record
 
     async def refresh_keys(self, effect: RefreshKeys) -> None:
@@ -154,7 +155,9 @@ class _Run:
     async def perform_simple(self, effect: Effect) -> None:
         """Perform an effect of a response made from the head alone."""
         try:
-            await _PERFORM[type(effect)](self, effect)
+            waiting = _PERFORM[type(effect)](self, effect)
+            if waiting is not None:
+                await waiting
         except ClientDisconnected:
             pass
 
@@ -273,19 +276,16 @@ class _Run:
     def conclude(self) -> None:
         """Take the report from what an ended (or interrupted) run left; a client that
         left before the exchange finished is reported as gone."""
+        if self.gone and not self.exchange.finished:  # no Report was made yet
+            self.effects.clear()
+            self.feed(ClientGone(self.clock(), self.first_data_at))
         for effect in self.effects:
             if isinstance(effect, Report):
                 self.record = effect.record
-        if self.gone and not self.exchange.finished:
-            self.effects.clear()
-            self.feed(ClientGone(self.clock(), self.first_data_at))
-            for effect in self.effects:
-                if isinstance(effect, Report):
-                    self.record = effect.record
 
 
 #: How each effect is performed; CallProvider(buffer=True) and CallTool run in parallel.
-_PERFORM: dict[type[Effect], Callable[[_Run, Any], Awaitable[None]]] = {
+_PERFORM: dict[type[Effect], Callable[[_Run, Any], Awaitable[None] | None]] = {
     SendData: _Run.send_data,
     SendHead: _Run.send_head,
     SendEnd: _Run.send_end,
