@@ -7,13 +7,19 @@
 #
 # Two stages: the builder turns the project and every dependency into wheels, the
 # runtime installs only those wheels into a slim image, without build tools or sources.
-# Keep both stages on the same Python, so compiled wheels (httptools, uvloop) match.
+# Keep both stages on the same Python, so compiled wheels (igw's own, httptools,
+# uvloop) match.
 
 FROM python:3.12-slim AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
+# A C compiler, so the project's wheel has its request path compiled (mypyc, setup.py).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY igw_core ./igw_core
 COPY igw_io ./igw_io
 COPY igw_asgi ./igw_asgi

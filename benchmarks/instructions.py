@@ -17,6 +17,7 @@ Usage::
 
     python benchmarks/instructions.py [--target igw|floor] [--scenario chat|stream|proxy]
                                       [--connections 1|N] [--requests 300] [--tree PATH]
+                                      [--pure]
 
 Needs ``valgrind`` (``apt-get install -y valgrind``); takes 10-30 s per run.
 """
@@ -109,6 +110,8 @@ def main() -> None:
                         help="measured seconds of wrk load with --connections > 1")
     parser.add_argument("--tree", type=Path, default=run.REPO,
                         help="the igw checkout to run (default: this one)")
+    parser.add_argument("--pure", action="store_true",
+                        help="run igw's sources even where it is compiled (IGW_PURE_PYTHON=1)")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control") + (("wrk",) if args.connections > 1 else ()):
         if shutil.which(tool) is None:
@@ -136,6 +139,8 @@ def main() -> None:
         if args.target == "igw":
             env = run.gateway_env(up, port)
             env["PYTHONPATH"] = str(args.tree.resolve())
+            if args.pure:
+                env["IGW_PURE_PYTHON"] = "1"
             # -P: no cwd first on sys.path, so PYTHONPATH (the tree) decides what runs.
             command = [*valgrind, sys.executable, "-P", "-m", "igw_standalone"]
         else:
@@ -163,7 +168,7 @@ def main() -> None:
         time.sleep(1)
         children.stop_all()
         total = dumped_instructions(scratch)
-    where = f" ({args.tree})" if args.target == "igw" else ""
+    where = f" ({args.tree}{', pure Python' if args.pure else ''})" if args.target == "igw" else ""
     print(f"{args.target}{where}, {args.scenario}, {args.connections} connection(s): "
           f"{served} requests, {total / served:,.0f} instructions per request")
 

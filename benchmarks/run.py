@@ -589,6 +589,14 @@ def pick_cpus(mode: str) -> tuple[int, int] | None:
     return None
 
 
+def build_kind() -> str:
+    """How the installed igw runs its request path: ``compiled`` or ``pure Python``."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from igw_io.compiled import build_kind; print(build_kind())"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False, env=base_env())
+    return done.stdout.strip() or "unknown"
+
+
 def igw_variants(notes: list[str]) -> list[tuple[str, list[str], str | None]]:
     """(row name, extra flags, loop) for each parser/loop combination igw standalone has."""
     done = subprocess.run([sys.executable, "-m", "igw_standalone", "--help"], cwd=REPO,
@@ -816,6 +824,16 @@ class Bench:
                 targets.append(self.start(name, "igw", loop,
                                           [sys.executable, "-m", "igw_standalone", *flags],
                                           gateway_env(up, port), port, cpu=cpu))
+            kind = build_kind()
+            self.notes.append(f"igw rows: request path {kind}")
+            if kind == "compiled":  # the same engine on the sources, for comparison
+                port = free_port()
+                env = gateway_env(up, port)
+                env["IGW_PURE_PYTHON"] = "1"
+                targets.append(self.start(
+                    "igw-httptools-uvloop-pure", "igw", "uvloop",
+                    [sys.executable, "-m", "igw_standalone", "--http", "httptools", "--loop",
+                     "uvloop"], env, port, cpu=cpu))
         if "asgi" in args.groups:
             port = free_port()
             targets.append(self.start(

@@ -3,6 +3,10 @@
 Runs under uvicorn, hypercorn and granian, and mounted in Starlette/FastAPI.
 """
 
-from igw_asgi.app import GatewayApp, app, create_app
+from igw_io.compiled import honour_pure_python
+
+honour_pure_python()  # before any compiled module is imported (IGW_PURE_PYTHON=1)
+
+from igw_asgi.app import GatewayApp, app, create_app  # noqa: E402
 
 __all__ = ["GatewayApp", "app", "create_app"]

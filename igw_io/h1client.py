@@ -15,7 +15,7 @@ import enum
 import os
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -169,7 +169,6 @@ class _Connection(asyncio.Protocol):
         """
         self.phase = _WAITING
         self._received = self._keep_alive = self._sent = False
-        self._failure = None
         self._parser.expect(head_request)
         self._deadline = deadline
         if deadline is not None:
@@ -190,7 +189,7 @@ class _Connection(asyncio.Protocol):
             self.abort()
             raise
         if self.phase is _FAILED:
-            failure = self._failure
+            failure = self._failure  # set by _fail with the phase
             assert failure is not None
             if reused and not self._received and failure.reason is FailureReason.UNREACHABLE:
                 return await self._client.fresh(origin, head, body, head_request, deadline)
@@ -460,15 +459,6 @@ class ClientResponse:
             else:
                 assert conn._failure is not None
                 raise conn._failure
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield body chunks as they arrive (:meth:`next_chunk` until the end).
-
-        Raises:
-            UpstreamFailure: the connection broke, the body was malformed or a read timed out.
-        """
-        while (chunk := await self.next_chunk()) is not None:
-            yield chunk
 
     async def read(self, limit: int) -> bytes:
         """Read the whole body, at most ``limit`` bytes.

@@ -18,7 +18,7 @@ accepts a bare LF as line end, control characters in values and a repeated ident
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import h11
 
@@ -115,6 +115,15 @@ def make_parser(name: str, sink: ResponseSink) -> ResponseParser:
 
 
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+def h11_bytes(event: h11.Data) -> bytes:
+    """Return an h11 ``Data`` event's payload as ``bytes``.
+
+    h11 annotates it ``bytes`` but hands out ``bytearray`` slices too: read through
+    ``Any``, so that a module compiled with mypyc does not reject them on access.
+    """
+    return bytes(cast(Any, event).data)
 
 
 def _check_size(headers: list[tuple[bytes, bytes]]) -> None:
@@ -302,8 +311,8 @@ class H11Parser:
                 if event is h11.NEED_DATA:
                     return
                 if isinstance(event, h11.Data):
-                    if event.data:
-                        sink.on_body(bytes(event.data))
+                    if data := h11_bytes(event):
+                        sink.on_body(data)
                 elif isinstance(event, h11.Response):
                     self._head(event)
                 elif isinstance(event, h11.EndOfMessage):

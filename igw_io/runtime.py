@@ -22,6 +22,7 @@ from igw_core.gateway import Gateway
 from igw_core.report import ExchangeRecord
 from igw_core.router import Router
 from igw_io.channel import ClientChannel
+from igw_io.compiled import build_kind
 from igw_io.driver import Services, serve
 from igw_io.logs import AccessLog
 from igw_io.routing_file import load_from_settings
@@ -114,6 +115,7 @@ class Runtime:
         """Log the per-feature startup lines (no secrets)."""
         for line in startup_lines(self.settings):
             log.info(line)
+        log.info(f"request path {build_kind()}")  # compiled, or IGW_PURE_PYTHON / no compiler
         if self.settings.server_host not in ("127.0.0.1", "localhost", "::1") and not (
             self.settings.auth_enable
         ):

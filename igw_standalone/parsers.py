@@ -16,6 +16,8 @@ from typing import Protocol
 
 import h11
 
+from igw_io.response_parsers import h11_bytes
+
 #: Largest request head (request line and headers) accepted; larger is 431.
 MAX_HEAD = 64 * 1024
 
@@ -212,7 +214,7 @@ class H11Parser:
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Data):
-                out.append(bytes(event.data))
+                out.append(h11_bytes(event))
             elif isinstance(event, h11.Request):
                 head = _head(event.method, event.target,
                              [(name, value) for name, value in event.headers],

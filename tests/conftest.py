@@ -19,12 +19,23 @@ from pathlib import Path
 import httpcore
 import pytest
 
-from tests.support.mock_provider import MockProvider, free_port
+from igw_io.compiled import honour_pure_python, stale_extensions
+
+# IGW_PURE_PYTHON=1 runs the suite on the sources instead of the compiled modules, in
+# this process and in every gateway it starts (the variable is passed on).
+honour_pure_python()
+if _stale := stale_extensions():
+    pytest.exit(f"compiled modules are older than their sources ({', '.join(_stale)}): run "
+                "`python -m pip install -e .` again, or install with IGW_PURE_PYTHON=1 "
+                "while you edit them", returncode=4)
+
+from tests.support.mock_provider import MockProvider, free_port  # noqa: E402
 
 #: Each behavioural test runs on these: the standalone server on each HTTP/1.1 parser
 #: (``--http``), and the ASGI app under uvicorn.
 FRONTENDS = ("standalone", "standalone-h11", "asgi")
-_BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
+_BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR",
+                  "IGW_PURE_PYTHON")
 _START_TIMEOUT = 20.0
 
 

@@ -12,11 +12,11 @@ from igw_core.errors import LocalProtocolError, UpstreamTimeout, UpstreamUnreach
 from igw_core.events import ClientGone, Event, FailureReason, ProviderFailed
 from igw_core.redact import scrub
 from igw_core.report import ToolCallFact, Usage
+from igw_core.router import AttemptFact, Attempts, Choice
 
 if TYPE_CHECKING:
     from igw_core.exchange import Exchange
     from igw_core.providers import Provider
-    from igw_core.router import AttemptFact, Attempts, Choice
 
 #: Largest provider body (a completion, an error, a model list) the core buffers.
 MAX_BUFFERED = 8 * 1024 * 1024

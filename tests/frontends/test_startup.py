@@ -12,6 +12,7 @@ import httpcore
 import openai
 import pytest
 
+from igw_io.compiled import build_kind
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.support.mock_provider import MockProvider, free_port
 
@@ -62,6 +63,25 @@ def test_startup_lines_name_each_feature_and_keyed_providers(
         assert line in log
     assert "providers with keys: openai" in log
     assert mock_openai.api_key not in log
+
+
+def test_pure_python_switch_runs_the_sources_and_says_so(
+    gateway_factory: GatewayFactory, mock_openai: MockProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled = build_kind()  # how this suite's own process imported the request path
+    monkeypatch.setenv("IGW_PURE_PYTHON", "1")
+    gateway = gateway_factory({"OPENAI_API_URL": mock_openai.base_url,
+                               "OPENAI_API_KEY": mock_openai.api_key})
+    assert "request path pure Python" in gateway.log_text()
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
+    answer = client.chat.completions.create(
+        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content
+    monkeypatch.delenv("IGW_PURE_PYTHON")
+    if compiled == "compiled":
+        other = gateway_factory({"OPENAI_API_URL": mock_openai.base_url,
+                                 "OPENAI_API_KEY": mock_openai.api_key})
+        assert "request path compiled" in other.log_text()
 
 
 def test_demo_flag_serves_chat_without_any_provider(gateway_factory: GatewayFactory,

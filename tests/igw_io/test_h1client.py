@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 from igw_core.config import Settings
 from igw_core.effects import CallProvider
 from igw_core.events import FailureReason
-from igw_io.h1client import HIGH_WATER, H1Client, UpstreamFailure
+from igw_io.h1client import HIGH_WATER, ClientResponse, H1Client, UpstreamFailure
 from igw_io.upstream import Upstream
 from tests.support.mock_provider import (
     DelayHeaders,
@@ -45,6 +45,12 @@ from tests.support.mock_provider import (
 pytestmark = pytest.mark.timeout(30)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def chunks_of(response: ClientResponse) -> AsyncIterator[bytes]:
+    """The response's body chunks as they arrive (``next_chunk`` until the end)."""
+    while (chunk := await response.next_chunk()) is not None:
+        yield chunk
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -253,7 +259,7 @@ async def test_a_response_released_before_its_end_closes_its_connection(
     client = client_for(parser)
     response = await client.open("POST", mock.base_url + "/chat/completions", auth(mock),
                                  chat(stream=True))
-    async for _ in response.chunks():
+    async for _ in chunks_of(response):
         break
     await response.aclose()
     assert client.idle_connections == 0
@@ -363,7 +369,7 @@ async def test_a_stalled_body_is_a_timeout_but_a_flowing_one_is_not(
                                  chat(stream=True))
     received = []
     with pytest.raises(UpstreamFailure) as caught:
-        async for chunk in response.chunks():
+        async for chunk in chunks_of(response):
             received.append(chunk)
     await response.aclose()
     assert len(received) <= 1  # the first event at most: the next one is 1.5 s away, 5x the limit
@@ -383,7 +389,7 @@ async def test_reset_mid_body_is_a_reset_after_the_bytes_before_it(
                                      chat(stream=stream))
         received = []
         with pytest.raises(UpstreamFailure) as caught:
-            async for chunk in response.chunks():
+            async for chunk in chunks_of(response):
                 received.append(chunk)
         await response.aclose()
         assert received and caught.value.reason is FailureReason.RESET
@@ -437,7 +443,7 @@ async def test_a_slow_consumer_pauses_reading_and_bounds_the_buffer(parser: str)
         response = await client.open("GET", url + "/", [(b"a", b"b")], b"")
         conn = response._conn
         assert conn is not None and conn.transport is not None
-        chunks = response.chunks()
+        chunks = chunks_of(response)
         size = len(await anext(chunks))
         for _ in range(100):  # let the server fill every buffer on the way
             await asyncio.sleep(0.01)
@@ -478,7 +484,7 @@ async def test_cancelling_mid_body_closes_the_connection(parser: str, mock: Mock
     response = await client.open("POST", mock.base_url + "/chat/completions", auth(mock),
                                  chat(stream=True, text="a b c d e f g h"))
     with anyio.move_on_after(0.3) as scope:
-        async for _ in response.chunks():
+        async for _ in chunks_of(response):
             pass
     assert scope.cancelled_caught
     await response.aclose()

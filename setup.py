@@ -1,0 +1,104 @@
+"""Build igw: the request path compiled to C with mypyc where the machine can, else pure Python.
+
+Everything else about the package is in ``pyproject.toml``. The modules in
+:data:`COMPILED` are what every request runs through (the core's exchange and relay
+flows, the driver, the provider client, the HTTP/1.1 engine); compiling them cuts the
+instructions per request by about a third (``benchmarks/instructions.py``). The ``.py``
+files are installed beside the compiled modules and stay the reference: set
+``IGW_PURE_PYTHON=1`` when installing to skip compilation, and a machine without a C
+compiler or Python's headers gets the pure-Python package with a warning instead of a
+failed install.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+
+#: The modules compiled with mypyc: the path of a chat, stream or /proxy request.
+COMPILED = [
+    "igw_core/chat.py",
+    "igw_core/effects.py",
+    "igw_core/endpoints.py",
+    "igw_core/events.py",
+    "igw_core/exchange.py",
+    "igw_core/flows/anthropic.py",
+    "igw_core/flows/base.py",
+    "igw_core/flows/models.py",
+    "igw_core/flows/relay.py",
+    "igw_core/gateway.py",
+    "igw_core/headers.py",
+    "igw_core/mcp/agent.py",
+    "igw_core/mcp/catalog.py",
+    "igw_core/mcp/loop.py",
+    "igw_core/messages.py",
+    "igw_core/models.py",
+    "igw_core/providers.py",
+    "igw_core/proxy.py",
+    "igw_core/report.py",
+    "igw_core/responses.py",
+    "igw_core/routing.py",
+    "igw_core/sse.py",
+    "igw_core/usage.py",
+    "igw_core/vision.py",
+    "igw_io/channel.py",
+    "igw_io/h1client.py",
+    "igw_io/logs.py",
+    "igw_io/loops.py",
+    "igw_io/response_parsers.py",
+    "igw_io/upstream.py",
+    "igw_standalone/parsers.py",
+]
+
+_OFF = ("1", "true", "yes", "on")
+
+
+def _warn(message: str) -> None:
+    print(f"igw: {message}; installing the pure-Python package", file=sys.stderr)
+
+
+def compiled_extensions() -> list:  # type: ignore[type-arg]
+    """Return the mypyc extension modules to build, or none when compilation is off.
+
+    Off with ``IGW_PURE_PYTHON=1``, on other interpreters than CPython, and when
+    mypyc cannot type-check the sources (a warning says why).
+    """
+    if os.environ.get("IGW_PURE_PYTHON", "").lower() in _OFF:
+        return []
+    if sys.implementation.name != "cpython":
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        _warn("mypyc is not available")
+        return []
+    previous = os.getcwd()
+    os.chdir(HERE)  # mypy reads its settings from pyproject.toml here
+    try:
+        return mypycify(COMPILED, opt_level="3")
+    except BaseException as exc:  # mypyc exits on a type error: never fail the install
+        _warn(f"mypyc could not compile the request path ({exc!r})")
+        return []
+    finally:
+        os.chdir(previous)
+
+
+class OptionalBuildExt(build_ext):
+    """``build_ext`` that leaves the pure-Python package when the C build fails."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, no Python headers, ...
+            _warn(f"the C build failed ({exc})")
+            for output in self.get_outputs():
+                Path(output).unlink(missing_ok=True)
+
+
+setup(ext_modules=compiled_extensions(), cmdclass={"build_ext": OptionalBuildExt})
