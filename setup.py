@@ -2,8 +2,9 @@
 
 Everything else about the package is in ``pyproject.toml``. The modules in
 :data:`COMPILED` are what every request runs through (the core's exchange and relay
-flows, the driver, the provider client, the HTTP/1.1 engine); compiling them cuts the
-instructions per request by about a third (``benchmarks/instructions.py``). The ``.py``
+flows, the provider client, the HTTP/1.1 engine); compiling them cuts the instructions
+per request by about a quarter (``benchmarks/instructions.py``). The effect driver stays
+Python: ``docs/engine.md`` ("The compiled request path") says why. The ``.py``
 files are installed beside the compiled modules and stay the reference: set
 ``IGW_PURE_PYTHON=1`` when installing to skip compilation, and a machine without a C
 compiler or Python's headers gets the pure-Python package with a warning instead of a
@@ -21,7 +22,9 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 
-#: The modules compiled with mypyc: the path of a chat, stream or /proxy request.
+#: The modules compiled with mypyc: the path of a chat, stream or /proxy request, less the
+#: driver (igw_io/driver.py), whose coroutines catch exceptions thrown into them, which
+#: mypyc 2.4 gets wrong when the awaiting coroutine is compiled too.
 COMPILED = [
     "igw_core/chat.py",
     "igw_core/effects.py",
@@ -53,6 +56,7 @@ COMPILED = [
     "igw_io/loops.py",
     "igw_io/response_parsers.py",
     "igw_io/upstream.py",
+    "igw_standalone/http1.py",
     "igw_standalone/parsers.py",
 ]
 
