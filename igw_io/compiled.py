@@ -68,14 +68,15 @@ def build_kind() -> str:
     return "compiled" if is_compiled(exchange) else "pure Python"
 
 
-def stale_extensions() -> list[str]:
+def stale_extensions(root: Path | None = None) -> list[str]:
     """Return the compiled modules whose sources were edited after the last build.
 
     Such a module still runs the old code; installing again rebuilds it. The code of
     all of them is in one shared library beside the packages, rebuilt whenever any
-    changed, so a source is compared with the newest of the build's files.
+    changed, so a source is compared with the newest of the build's files. ``root`` is
+    the directory holding the packages (default: this installation's).
     """
-    root = Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parent.parent
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     built = [path for path in root.glob("*__mypyc*") if path.name.endswith(suffixes)]
     sources = []
