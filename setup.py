@@ -61,6 +61,9 @@ COMPILED = [
 ]
 
 _OFF = ("1", "true", "yes", "on")
+#: Commands that write only metadata or sources: pip runs two of them before the build,
+#: each in a fresh process, and mypyc's type-check would cost ~25 s each time.
+_NO_BUILD = ("egg_info", "dist_info", "sdist")
 
 
 def _warn(message: str) -> None:
@@ -70,12 +73,14 @@ def _warn(message: str) -> None:
 def compiled_extensions() -> list:  # type: ignore[type-arg]
     """Return the mypyc extension modules to build, or none when compilation is off.
 
-    Off with ``IGW_PURE_PYTHON=1``, on other interpreters than CPython, and when
-    mypyc cannot type-check the sources (a warning says why).
+    Off with ``IGW_PURE_PYTHON=1``, on other interpreters than CPython, for commands
+    that build nothing (:data:`_NO_BUILD`), and when mypyc cannot type-check the
+    sources (a warning says why).
     """
     if os.environ.get("IGW_PURE_PYTHON", "").lower() in _OFF:
         return []
-    if sys.implementation.name != "cpython":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if sys.implementation.name != "cpython" or command in _NO_BUILD:
         return []
     try:
         from mypyc.build import mypycify
