@@ -112,6 +112,8 @@ def main() -> None:
                         help="the igw checkout to run (default: this one)")
     parser.add_argument("--pure", action="store_true",
                         help="run igw's sources even where it is compiled (IGW_PURE_PYTHON=1)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy the callgrind dump here, for callgrind_annotate")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control") + (("wrk",) if args.connections > 1 else ()):
         if shutil.which(tool) is None:
@@ -168,6 +170,10 @@ def main() -> None:
         time.sleep(1)
         children.stop_all()
         total = dumped_instructions(scratch)
+        if args.keep is not None:
+            for path in scratch.glob("callgrind.out*"):
+                if "Trigger: dump" in path.read_text(errors="replace"):
+                    shutil.copy(path, args.keep)
     where = f" ({args.tree}{', pure Python' if args.pure else ''})" if args.target == "igw" else ""
     print(f"{args.target}{where}, {args.scenario}, {args.connections} connection(s): "
           f"{served} requests, {total / served:,.0f} instructions per request")

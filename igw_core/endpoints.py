@@ -119,7 +119,7 @@ def _chat_headers(x: Exchange, plan: ChatPlan) -> list[tuple[bytes, bytes]]:
     """The headers of a planned chat request (logging it in development)."""
     gateway, provider = x.gateway, plan.route.provider
     settings = gateway.settings
-    if settings.is_development:
+    if gateway.development:
         shown = truncate_chat_request(plan.request, words=settings.debug_content_truncate_words,
                                       max_messages=settings.debug_max_messages)
         log.debug(
@@ -251,7 +251,7 @@ def _outbound(x: Exchange, provider: Provider, body: bytes, *, stream: bool,
     """Return the headers of a request to ``provider`` (``auth``: its credentials, when
     not the provider's own), logging the body in development."""
     gateway = x.gateway
-    if gateway.settings.is_development and body:
+    if gateway.development and body:
         log.debug(
             "outbound provider request",
             extra={"request_id": x.request_id, "provider": provider.id,

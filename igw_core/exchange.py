@@ -250,7 +250,7 @@ class Exchange:
         return given
 
     def _auth_error(self, failure: AuthFailure) -> GatewayError:
-        log_failure(failure, development=self.gateway.settings.is_development,
+        log_failure(failure, development=self.gateway.development,
                     request_id=self.request_id)
         if failure.reason is AuthReason.NO_KEYS:
             return not_ready_error()

@@ -35,6 +35,8 @@ class Gateway:
     policy: ModelPolicy
     secrets: tuple[str, ...] = field(default=())
     routing: Routing = field(default_factory=Routing)
+    #: ``settings.is_development``, read on every request, held as a plain field.
+    development: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -50,4 +52,5 @@ class Gateway:
             providers,
             ModelPolicy.from_lists(settings.allowed_models, settings.disallowed_models),
             secrets,
+            development=settings.is_development,
         )

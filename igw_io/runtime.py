@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from random import getrandbits
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,6 +24,7 @@ from igw_core.router import Router
 from igw_io.channel import ClientChannel
 from igw_io.compiled import build_kind
 from igw_io.driver import Services, serve
+from igw_io.heads import stamped_head
 from igw_io.logs import AccessLog
 from igw_io.routing_file import load_from_settings
 from igw_io.upstream import Upstream
@@ -45,6 +46,10 @@ class Runtime:
         #: Provider calls; ``parser`` picks the HTTP/1.1 response parser (``--http``).
         self.upstream = Upstream(settings, parser)
         self.clock = time.monotonic
+        #: ``head(method, path, query, headers)``: the request-head event of a request, stamped
+        #: with the clocks and a fresh request id (compiled: a frontend calls it per request).
+        self.head: Callable[[str, str, str, list[tuple[bytes, bytes]]], RequestHead] = (
+            partial(stamped_head, self.clock))
         self.background: TaskGroup | None = None
         #: Prometheus metrics, recorded only with ``TELEMETRY_ENABLE=true``.
         # MCP, metrics and OIDC (and httpcore, prometheus-client, pyjwt behind them) are
@@ -123,15 +128,6 @@ class Runtime:
                 "listening on a non-loopback address with AUTH_ENABLE=false: "
                 "anyone who can reach it can spend your provider keys"
             )
-
-    def head(
-        self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]]
-    ) -> RequestHead:
-        """Return a request-head event stamped with the clocks and a fresh request id."""
-        # The id needs to be unique, not secret: no os.urandom syscall per request (the
-        # random module is reseeded in a forked worker).
-        return RequestHead(method, path, query, headers, self.clock(), time.time(),
-                           f"{getrandbits(64):016x}")
 
     def handle(self, channel: ClientChannel, head: RequestHead) -> Coroutine[Any, Any, None]:
         """Return the coroutine that serves one request on ``channel``, then logs its access

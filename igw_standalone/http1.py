@@ -83,6 +83,8 @@ class HTTP1Connection(asyncio.Protocol):
         self.preface = b""  # the first bytes, while they may still be an HTTP/2 preface
         self.on_gone: Callable[[], None] | None = None
         self.waiter: asyncio.Future[None] | None = None
+        #: The body read timer fired: receive_body raises once woken.
+        self.read_expired = False
         self.writable: asyncio.Future[None] | None = None
         self.lingering = -1  # bytes drained during a lingering close; -1 when not lingering
         self.h2_connection: H2Connection | None = None
@@ -376,10 +378,10 @@ class HTTP1Connection(asyncio.Protocol):
             self._close()
 
     def _expire_read(self) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(RequestBodyError(BodyFailure.TIMEOUT,
-                                                  "timed out reading the request body"))
+        # A flag and a plain wake-up, not an exception set on the future: the exception is
+        # raised by receive_body itself (see docs/engine.md, "The compiled request path").
+        self.read_expired = True
+        self._wake()
 
     def _wake(self) -> None:
         waiter, self.waiter = self.waiter, None
@@ -435,11 +437,11 @@ class HTTP1Connection(asyncio.Protocol):
             self._arm(self.read_timeout, self._expire_read)
             try:
                 await self.waiter
-            except RequestBodyError:
-                self.closing = True
-                raise
             finally:
                 self._cancel_timer()
+            if self.read_expired:
+                self.closing = True
+                raise RequestBodyError(BodyFailure.TIMEOUT, "timed out reading the request body")
 
     async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         head = self.head

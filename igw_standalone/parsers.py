@@ -87,7 +87,7 @@ def _head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
     length = chunked = False
     for name, value in headers:
         if name == b"connection":
-            if b"close" in value.lower():
+            if value.lower().find(b"close") != -1:  # not ``in``: see vision.may_carry_image
                 keep_alive = False
         elif name == b"expect":
             expect = value.lower() == b"100-continue"

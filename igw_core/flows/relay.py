@@ -162,7 +162,7 @@ class RelayFlow(Flow):
         if self.routed is not None:
             out.extend(self._selected(event))
         # A stream's first event may carry its prompt count (Anthropic's message_start).
-        keep = 64 * 1024 if self.exchange.gateway.settings.is_development else (
+        keep = 64 * 1024 if self.exchange.gateway.development else (
             _STREAM_HEAD_KEPT if self.streamed else 0)
         expected = int(length) if length is not None and length.isdigit() else None
         self._tap = ResponseTap(keep_head=keep, expected=expected, keep_tail=self.metered)
@@ -214,7 +214,7 @@ class RelayFlow(Flow):
         if tap is not None:
             if self.metered:
                 self.usage = tap.usage()
-            if self.exchange.gateway.settings.is_development:
+            if self.exchange.gateway.development:
                 self.log_upstream(self.status, tap.head)
         self.first_byte = event.first_data_at
         return [SendEnd()]
@@ -238,7 +238,7 @@ class RelayFlow(Flow):
 
     def _on_error_end(self, event: ProviderEnd) -> list[Effect]:
         body = self._error_body.take()
-        if self.exchange.gateway.settings.is_development:
+        if self.exchange.gateway.development:
             self.log_upstream(self.status, body)
         routed = self.routed
         if routed is not None:

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from igw_core.chat import plan_chat
+from igw_core.chat import _decode, _refuse_constant, plan_chat
 from igw_core.config import load_settings
 from igw_core.gateway import Gateway
 
@@ -87,3 +87,36 @@ def test_a_second_model_key_falls_back_to_reencoding() -> None:
     sent = json.loads(plan_chat(GATEWAY, body, None).body)
     assert sent["model"] == "gpt-4o"
     assert sent["metadata"] == {"model": "openai/gpt-4o"}
+
+
+_JSON_SPACE = st.text(" \t\n\r", max_size=3)
+
+
+@st.composite
+def json_texts(draw: st.DrawFn) -> str:
+    """A JSON value with whitespace around it, or any text at all, or a JSON text cut short
+    or followed by more."""
+    value = json.dumps(draw(json_values), ensure_ascii=draw(st.booleans()))
+    text = draw(_JSON_SPACE) + value + draw(_JSON_SPACE)
+    choice = draw(st.integers(0, 3))
+    if choice == 1:
+        return text[:draw(st.integers(0, len(text)))]
+    if choice == 2:
+        return text + draw(st.text(max_size=5))
+    if choice == 3:
+        return draw(st.text(max_size=20))
+    return text
+
+
+@given(json_texts())
+def test_the_request_decoder_is_json_loads(text: str) -> None:
+    """The request body's decoder answers as ``json.loads`` does: the same value, or a
+    refusal with the same message (which the client sees in its 400)."""
+    def outcome(decode: Any) -> tuple[str, Any]:
+        try:
+            return "value", decode(text)
+        except ValueError as error:
+            return "refused", str(error)
+
+    expected = outcome(lambda t: json.loads(t, parse_constant=_refuse_constant))
+    assert outcome(_decode) == expected
