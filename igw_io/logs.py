@@ -235,11 +235,14 @@ class AccessLog:
 
     @staticmethod
     def _write(handler: logging.StreamHandler[Any], text: str) -> None:
-        handler.acquire()
-        try:
-            handler.stream.write(text)
-            handler.flush()
-        except (OSError, ValueError):  # stderr closed: as logging.Handler.handleError
-            pass
-        finally:
-            handler.release()
+        # The handler's lock and stream directly: its acquire, flush and release methods
+        # are three Python calls per write.
+        lock = handler.lock
+        assert lock is not None  # every logging.Handler makes one in __init__
+        with lock:
+            stream = handler.stream
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):  # stderr closed: as logging.Handler.handleError
+                pass
