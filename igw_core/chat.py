@@ -18,7 +18,7 @@ from igw_core.routing import Route, route_model
 from igw_core.vision import check_vision
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ChatPlan:
     """A validated chat request, ready to send.
 
@@ -33,6 +33,12 @@ class ChatPlan:
     stream: bool
     request: dict[str, Any]
     body: bytes
+
+    def __init__(self, route: Route, stream: bool, request: dict[str, Any], body: bytes) -> None:
+        self.route = route
+        self.stream = stream
+        self.request = request
+        self.body = body
 
 
 def _refuse_constant(name: str) -> Any:

@@ -27,12 +27,12 @@ class BodyTap(Protocol):
         """Observe one relayed chunk."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ReadRequestBody(Effect):
     """Read the client's request body and feed ``RequestData``... ``RequestEnd``."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class CallProvider(Effect):
     """Send an HTTP request to a provider.
 
@@ -60,8 +60,19 @@ class CallProvider(Effect):
     buffer: bool = False
     head_timeout: float | None = None
 
+    def __init__(self, call: int, provider: str, method: str, url: str, headers: Headers,
+                 body: bytes, buffer: bool = False, head_timeout: float | None = None) -> None:
+        self.call = call
+        self.provider = provider
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.buffer = buffer
+        self.head_timeout = head_timeout
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class CallTool(Effect):
     """Call an MCP tool and feed a ``ToolResult`` with the same ``call`` id.
 
@@ -80,8 +91,14 @@ class CallTool(Effect):
     tool: str
     arguments: dict[str, Any]
 
+    def __init__(self, call: int, server: str, tool: str, arguments: dict[str, Any]) -> None:
+        self.call = call
+        self.server = server
+        self.tool = tool
+        self.arguments = arguments
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class RelayBody(Effect):
     """Copy call ``call``'s response body to the client as it arrives, unchanged.
 
@@ -92,15 +109,22 @@ class RelayBody(Effect):
     call: int
     tap: BodyTap | None = None
 
+    def __init__(self, call: int, tap: BodyTap | None = None) -> None:
+        self.call = call
+        self.tap = tap
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ReadProviderBody(Effect):
     """Feed call ``call``'s response body as ``ProviderData`` events, then ``ProviderEnd``."""
 
     call: int
 
+    def __init__(self, call: int) -> None:
+        self.call = call
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class RefreshKeys(Effect):
     """Refetch the issuer's keys (rate-limited by the IO layer), then feed ``KeysRefreshed``.
 
@@ -109,8 +133,11 @@ class RefreshKeys(Effect):
 
     kid: str
 
+    def __init__(self, kid: str) -> None:
+        self.kid = kid
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class SendHead(Effect):
     """Send the client a response head.
 
@@ -121,26 +148,36 @@ class SendHead(Effect):
     status: int
     headers: Headers
 
+    def __init__(self, status: int, headers: Headers) -> None:
+        self.status = status
+        self.headers = headers
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class SendData(Effect):
     """Send the client these body bytes."""
 
     data: bytes
 
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class SendEnd(Effect):
     """The response is complete."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Abort(Effect):
     """Break the client connection: the response cannot be completed honestly."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Report(Effect):
     """A finished exchange's facts, for metrics and the access log."""
 
     record: ExchangeRecord
+
+    def __init__(self, record: ExchangeRecord) -> None:
+        self.record = record

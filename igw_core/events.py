@@ -26,7 +26,7 @@ class Event:
     __slots__ = ()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class RequestHead(Event):
     """A client request's head arrived.
 
@@ -48,15 +48,28 @@ class RequestHead(Event):
     wall: float = 0.0
     fresh_id: str = ""
 
+    def __init__(self, method: str, path: str, query: str, headers: Headers, now: float,
+                 wall: float = 0.0, fresh_id: str = "") -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.now = now
+        self.wall = wall
+        self.fresh_id = fresh_id
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class RequestData(Event):
     """A piece of the client's request body."""
 
     data: bytes
 
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class RequestEnd(Event):
     """The client's request body is complete."""
 
@@ -68,7 +81,7 @@ class BodyFailure(enum.Enum):
     MALFORMED = "malformed"  # the body's framing broke HTTP (a bad chunk, say)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class RequestBodyFailed(Event):
     """The client's request body could not be read to its end.
 
@@ -85,6 +98,11 @@ class RequestBodyFailed(Event):
     detail: str
     now: float
 
+    def __init__(self, reason: BodyFailure, detail: str, now: float) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.now = now
+
 
 class FailureReason(enum.Enum):
     """Why a call to a provider failed before it completed."""
@@ -95,7 +113,7 @@ class FailureReason(enum.Enum):
     TOO_LARGE = "too_large"  # a buffered body exceeded the gateway's limit
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ProviderHead(Event):
     """The response head of provider call ``call`` arrived.
 
@@ -111,16 +129,26 @@ class ProviderHead(Event):
     headers: Headers
     now: float
 
+    def __init__(self, call: int, status: int, headers: Headers, now: float) -> None:
+        self.call = call
+        self.status = status
+        self.headers = headers
+        self.now = now
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ProviderData(Event):
     """A piece of provider call ``call``'s response body (after ``ReadProviderBody``)."""
 
     call: int
     data: bytes
 
+    def __init__(self, call: int, data: bytes) -> None:
+        self.call = call
+        self.data = data
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ProviderEnd(Event):
     """Provider call ``call``'s body is complete (read or relayed).
 
@@ -134,8 +162,13 @@ class ProviderEnd(Event):
     now: float
     first_data_at: float | None = None
 
+    def __init__(self, call: int, now: float, first_data_at: float | None = None) -> None:
+        self.call = call
+        self.now = now
+        self.first_data_at = first_data_at
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ProviderResponse(Event):
     """A whole buffered response to a ``CallProvider(buffer=True)``."""
 
@@ -145,8 +178,15 @@ class ProviderResponse(Event):
     body: bytes
     now: float
 
+    def __init__(self, call: int, status: int, headers: Headers, body: bytes, now: float) -> None:
+        self.call = call
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.now = now
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ProviderFailed(Event):
     """Provider call ``call`` failed.
 
@@ -162,8 +202,14 @@ class ProviderFailed(Event):
     detail: str
     now: float
 
+    def __init__(self, call: int, reason: FailureReason, detail: str, now: float) -> None:
+        self.call = call
+        self.reason = reason
+        self.detail = detail
+        self.now = now
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ToolResult(Event):
     """The outcome of MCP tool call ``call`` (a ``CallTool`` effect).
 
@@ -179,15 +225,24 @@ class ToolResult(Event):
     content: str
     now: float
 
+    def __init__(self, call: int, ok: bool, content: str, now: float) -> None:
+        self.call = call
+        self.ok = ok
+        self.content = content
+        self.now = now
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class KeysRefreshed(Event):
     """The answer to ``RefreshKeys``: the issuer's key set now (``None``: not loaded)."""
 
     keys: KeySet | None
 
+    def __init__(self, keys: KeySet | None) -> None:
+        self.keys = keys
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ClientGone(Event):
     """The client disconnected before the response was complete.
 
@@ -198,3 +253,7 @@ class ClientGone(Event):
 
     now: float
     first_data_at: float | None = None
+
+    def __init__(self, now: float, first_data_at: float | None = None) -> None:
+        self.now = now
+        self.first_data_at = first_data_at

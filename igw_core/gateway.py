@@ -13,12 +13,15 @@ if TYPE_CHECKING:
     from igw_core.router import Router
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Routing:
     """The process's routing aliases: ``router`` is ``None`` with routing off, and is
     replaced whole when the routing file is reloaded."""
 
     router: Router | None = None
+
+    def __init__(self, router: Router | None = None) -> None:
+        self.router = router
 
 
 @dataclass(frozen=True, slots=True)

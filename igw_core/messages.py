@@ -531,12 +531,16 @@ def _event(kind: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode("ascii") + b"\ndata: " + _dumps(payload) + b"\n\n"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _ToolCall:
     """A streamed tool call: its id as first announced and its content block's index."""
 
     id: str
     block: int
+
+    def __init__(self, id: str, block: int) -> None:
+        self.id = id
+        self.block = block
 
 
 class MessageStream:

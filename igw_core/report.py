@@ -42,7 +42,7 @@ class ToolCallFact:
     duration: float
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ExchangeRecord:
     """What one request did (read-only by convention; not frozen, as events are not).
 
@@ -85,6 +85,33 @@ class ExchangeRecord:
     alias: str = ""
     attempts: tuple[AttemptFact, ...] = ()
     cooled: tuple[tuple[str, str, str], ...] = ()
+
+    def __init__(self, request_id: str, method: str, route: str, path: str, status: int,
+                 provider: str = "", model: str = "", streamed: bool = False,
+                 started: float = 0.0, ended: float = 0.0,
+                 first_byte: float | None = None, usage: Usage | None = None,
+                 counted: bool = True, error: str = "",
+                 tool_calls: tuple[ToolCallFact, ...] = (), alias: str = "",
+                 attempts: tuple[AttemptFact, ...] = (),
+                 cooled: tuple[tuple[str, str, str], ...] = ()) -> None:
+        self.request_id = request_id
+        self.method = method
+        self.route = route
+        self.path = path
+        self.status = status
+        self.provider = provider
+        self.model = model
+        self.streamed = streamed
+        self.started = started
+        self.ended = ended
+        self.first_byte = first_byte
+        self.usage = usage
+        self.counted = counted
+        self.error = error
+        self.tool_calls = tool_calls
+        self.alias = alias
+        self.attempts = attempts
+        self.cooled = cooled
 
     @property
     def duration(self) -> float:

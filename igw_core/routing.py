@@ -13,9 +13,10 @@ from igw_core.errors import BadRequest, Forbidden
 from igw_core.providers import Provider
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Route:
-    """Where a chat request goes.
+    """Where a chat request goes (read-only by convention: built per request, and a frozen
+    dataclass costs several times as much to build).
 
     Fields:
         provider: the configured provider that serves it.
@@ -24,6 +25,10 @@ class Route:
 
     provider: Provider
     model: str
+
+    def __init__(self, provider: Provider, model: str) -> None:
+        self.provider = provider
+        self.model = model
 
     @property
     def full_id(self) -> str:

@@ -22,7 +22,7 @@ from igw_io.response_parsers import h11_bytes
 MAX_HEAD = 64 * 1024
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Head:
     """A request head.
 
@@ -41,6 +41,15 @@ class Head:
     keep_alive: bool
     http10: bool
     expect_continue: bool
+
+    def __init__(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                 keep_alive: bool, http10: bool, expect_continue: bool) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.http10 = http10
+        self.expect_continue = expect_continue
 
 
 class _End:

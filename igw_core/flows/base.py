@@ -70,7 +70,7 @@ class BodyBuffer:
         return body
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Routed:
     """A request for a routing alias: its walk over the deployments, and how to send to one.
 
@@ -87,6 +87,14 @@ class Routed:
     choice: Choice
     send: Callable[[Choice, int], CallProvider]
     started: float
+
+    def __init__(self, alias: str, attempts: Attempts, choice: Choice,
+                 send: Callable[[Choice, int], CallProvider], started: float) -> None:
+        self.alias = alias
+        self.attempts = attempts
+        self.choice = choice
+        self.send = send
+        self.started = started
 
 
 class Flow:

@@ -1,11 +1,18 @@
-"""The modules compiled with mypyc keep to the rule that makes compiled coroutines safe.
+"""The modules compiled with mypyc keep to the rules that make them safe and fast.
 
+Coroutines:
 mypyc 2.4 mishandles an ``await`` that runs while an exception is being handled: in a
 ``finally`` block after an ``except`` clause caught the exception, the caught exception is
 raised again; nested in another ``try``, an uncaught one is swallowed. ``async with`` is
 such an ``await`` (its exit). The compiled modules therefore hold no ``await``, ``async
 with`` or ``async for`` in a ``finally`` block or an ``except`` handler, and no ``async
 with`` at all (docs/engine.md, "The compiled request path").
+
+Dataclasses: the ``__init__`` the dataclasses module writes is Python, even in a compiled
+class, and costs a Python frame per object (about four times a compiled one). The
+dataclasses built per request (not frozen, no ``field()`` specifiers) are declared
+``init=False`` with their own ``__init__``, which must take the fields in order, with
+their annotations and defaults.
 """
 
 from __future__ import annotations
@@ -97,4 +104,119 @@ async def fine():
         "<source>:10: async with",
         "<source>:6: await in an except handler",
         "<source>:9: await in a finally block",
+    ]
+
+
+def _is_dataclass(node: ast.ClassDef) -> ast.expr | None:
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        if isinstance(target, ast.Name) and target.id == "dataclass":
+            return decorator
+    return None
+
+
+def _keyword(decorator: ast.expr, name: str) -> bool:
+    return isinstance(decorator, ast.Call) and any(
+        k.arg == name and isinstance(k.value, ast.Constant) and k.value.value is True
+        for k in decorator.keywords)
+
+
+def init_problems(source: str, name: str = "<source>") -> list[str]:
+    """Return where a dataclass of ``source`` breaks the ``__init__`` rule."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ClassDef) or (decorator := _is_dataclass(node)) is None:
+            continue
+        fields = [f for f in node.body if isinstance(f, ast.AnnAssign)
+                  and isinstance(f.target, ast.Name) and "ClassVar" not in ast.unparse(f)]
+        if _keyword(decorator, "frozen") or any(
+                f.value is not None and "field(" in ast.unparse(f.value) for f in fields):
+            continue  # built once per process, or per tool call: not per request
+        where = f"{name}:{node.lineno}: {node.name}"
+        init_false = isinstance(decorator, ast.Call) and any(
+            k.arg == "init" and isinstance(k.value, ast.Constant) and k.value.value is False
+            for k in decorator.keywords)
+        if not init_false:
+            found.append(f"{where}: not init=False")
+            continue
+        inits = [f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
+        if not fields:
+            if inits:
+                found.append(f"{where}: an __init__ without fields")
+            continue
+        if not inits:
+            found.append(f"{where}: no __init__")
+            continue
+        args = inits[0].args
+        params = args.args[1:]
+        defaults: list[ast.expr | None] = [None] * (len(params) - len(args.defaults))
+        defaults += args.defaults
+        wanted = [(ast.unparse(f.target), ast.unparse(f.annotation),
+                   None if f.value is None else ast.unparse(f.value)) for f in fields]
+        declared = [(p.arg, "" if p.annotation is None else ast.unparse(p.annotation),
+                     None if d is None else ast.unparse(d))
+                    for p, d in zip(params, defaults, strict=True)]
+        if declared != wanted or args.kwonlyargs or args.vararg or args.kwarg:
+            found.append(f"{where}: __init__ does not take the fields as declared")
+            continue
+        assigned = [ast.unparse(s) for s in inits[0].body]
+        if assigned != [f"self.{n} = {n}" for n, _, _ in wanted]:
+            found.append(f"{where}: __init__ does more or less than set each field")
+    return found
+
+
+def test_dataclasses_built_per_request_have_compiled_inits() -> None:
+    found = [line for module in compiled_modules()
+             for line in init_problems((REPO / module).read_text(), module)]
+    assert found == []
+
+
+def test_the_init_check_finds_each_mistake() -> None:
+    source = '''
+@dataclass(slots=True)
+class Generated:
+    a: int
+
+@dataclass(slots=True, init=False)
+class Reordered:
+    a: int
+    b: str = ""
+
+    def __init__(self, b: str = "", a: int = 0) -> None:
+        self.b = b
+        self.a = a
+
+@dataclass(slots=True, init=False)
+class Missing:
+    a: int
+
+@dataclass(slots=True, init=False)
+class Busy:
+    a: int
+
+    def __init__(self, a: int) -> None:
+        self.a = a + 1
+
+@dataclass(frozen=True, slots=True)
+class Frozen:
+    a: int
+
+@dataclass(slots=True, init=False)
+class Right:
+    a: int
+    b: str = ""
+
+    def __init__(self, a: int, b: str = "") -> None:
+        self.a = a
+        self.b = b
+
+@dataclass(slots=True, init=False)
+class Empty:
+    """No fields: object.__init__ serves."""
+'''
+    assert init_problems(source) == [
+        "<source>:3: Generated: not init=False",
+        "<source>:7: Reordered: __init__ does not take the fields as declared",
+        "<source>:16: Missing: no __init__",
+        "<source>:20: Busy: __init__ does more or less than set each field",
     ]
