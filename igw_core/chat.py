@@ -183,6 +183,8 @@ def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None, *,
 
 
 _MODEL_KEY = b'"model"'
+
+
 def _skip_space(body: bytes, at: int) -> int:
     """Return the index of the first byte at or after ``at`` that is not JSON whitespace.
 
@@ -194,6 +196,8 @@ def _skip_space(body: bytes, at: int) -> int:
     while at < end and body[at] in (0x20, 0x09, 0x0A, 0x0D):
         at += 1
     return at
+
+
 _USAGE_MEMBER = b'"stream_options":{"include_usage":true},'
 
 

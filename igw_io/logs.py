@@ -139,6 +139,8 @@ def configure_logging(*, development: bool, secrets: tuple[str, ...] = ()) -> No
 
 #: The handler :func:`configure_logging` installed (the access line's fast path).
 _own_handler: logging.StreamHandler[Any] | None = None
+
+
 def access_fields(record: ExchangeRecord) -> dict[str, Any]:
     """Return the fields of ``record``'s access line, in the order they are written."""
     fields: dict[str, Any] = {
