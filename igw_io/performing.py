@@ -200,10 +200,7 @@ class Run:
             body = await response.read(MAX_BUFFERED)
         except UpstreamFailure as failure:
             failed, body = failure, b""
-        del self.responses[call.call]
-        await response.aclose()
-        if failed is not None:
-            self.feed(ProviderFailed(call.call, failed.reason, failed.detail, self.clock()))
+        if await self._release(call.call, response, failed):
             return
         self.feed(ProviderResponse(call.call, response.status, response.headers, body,
                                    self.clock()))
@@ -235,10 +232,7 @@ class Run:
                     self.first_data_at = self.clock()
         except UpstreamFailure as failure:
             failed = failure
-        del self.responses[call]
-        await response.aclose()
-        if failed is not None:
-            self.feed(ProviderFailed(call, failed.reason, failed.detail, self.clock()))
+        if await self._release(call, response, failed):
             return
         self.feed(ProviderEnd(call, self.clock(), self.first_data_at))
 
@@ -257,12 +251,20 @@ class Run:
                     await self.channel.send_data(head.data)
         except UpstreamFailure as failure:
             failed = failure
-        del self.responses[call]
-        await response.aclose()
-        if failed is not None:
-            self.feed(ProviderFailed(call, failed.reason, failed.detail, self.clock()))
+        if await self._release(call, response, failed):
             return
         self.feed(ProviderEnd(call, self.clock()))
+
+    async def _release(self, call: int, response: UpstreamResponse,
+                       failed: UpstreamFailure | None) -> bool:
+        """Close ``call``'s response once its body was read (or failed); feed the failure,
+        if any, and return whether there was one."""
+        del self.responses[call]
+        await response.aclose()
+        if failed is None:
+            return False
+        self.feed(ProviderFailed(call, failed.reason, failed.detail, self.clock()))
+        return True
 
     async def close(self) -> None:
         """Close the provider responses still open (after a cancellation or a bug)."""

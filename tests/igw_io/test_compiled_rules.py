@@ -115,10 +115,13 @@ def _is_dataclass(node: ast.ClassDef) -> ast.expr | None:
     return None
 
 
-def _keyword(decorator: ast.expr, name: str) -> bool:
-    return isinstance(decorator, ast.Call) and any(
-        k.arg == name and isinstance(k.value, ast.Constant) and k.value.value is True
-        for k in decorator.keywords)
+def _keyword(decorator: ast.expr, name: str) -> object:
+    """The constant a ``@dataclass(...)`` decorator passes as ``name``, else ``None``."""
+    if isinstance(decorator, ast.Call):
+        for k in decorator.keywords:
+            if k.arg == name and isinstance(k.value, ast.Constant):
+                return k.value.value
+    return None
 
 
 def init_problems(source: str, name: str = "<source>") -> list[str]:
@@ -129,14 +132,11 @@ def init_problems(source: str, name: str = "<source>") -> list[str]:
             continue
         fields = [f for f in node.body if isinstance(f, ast.AnnAssign)
                   and isinstance(f.target, ast.Name) and "ClassVar" not in ast.unparse(f)]
-        if _keyword(decorator, "frozen") or any(
+        if _keyword(decorator, "frozen") is True or any(
                 f.value is not None and "field(" in ast.unparse(f.value) for f in fields):
             continue  # built once per process, or per tool call: not per request
         where = f"{name}:{node.lineno}: {node.name}"
-        init_false = isinstance(decorator, ast.Call) and any(
-            k.arg == "init" and isinstance(k.value, ast.Constant) and k.value.value is False
-            for k in decorator.keywords)
-        if not init_false:
+        if _keyword(decorator, "init") is not False:
             found.append(f"{where}: not init=False")
             continue
         inits = [f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
