@@ -3,8 +3,8 @@
 Everything else about the package is in ``pyproject.toml``. The modules in
 :data:`COMPILED` are what every request runs through (the core's exchange and relay
 flows, the provider client, the HTTP/1.1 engine); compiling them cuts the instructions
-per request by about 45% (``benchmarks/instructions.py``). The effect driver's
-outer frame stays Python: ``docs/engine.md`` ("The compiled request path") says why. The ``.py``
+per request by about 45% (``benchmarks/instructions.py``). The anyio scopes stay
+Python: ``docs/engine.md`` ("The compiled request path") says why. The ``.py``
 files are installed beside the compiled modules and stay the reference: set
 ``IGW_PURE_PYTHON=1`` when installing to skip compilation, and a machine without a C
 compiler or Python's headers gets the pure-Python package with a warning instead of a
@@ -23,9 +23,8 @@ from setuptools.command.build_ext import build_ext
 HERE = Path(__file__).resolve().parent
 
 #: The modules compiled with mypyc: the path of a chat, stream or /proxy request, less
-#: igw_io/driver.py and igw_io/scopes.py, which await in ``finally`` blocks and anyio
-#: scopes; mypyc 2.4 gets an exception wrong there (tests/igw_io/test_compiled.py
-#: holds these modules to the rule).
+#: igw_io/scopes.py, which awaits in anyio scopes; mypyc 2.4 gets an exception wrong
+#: there (tests/igw_io/test_compiled_rules.py holds these modules to the rule).
 COMPILED = [
     "igw_core/chat.py",
     "igw_core/effects.py",
@@ -52,6 +51,7 @@ COMPILED = [
     "igw_core/usage.py",
     "igw_core/vision.py",
     "igw_io/channel.py",
+    "igw_io/driver.py",
     "igw_io/h1client.py",
     "igw_io/heads.py",
     "igw_io/logs.py",

@@ -3,8 +3,13 @@
 :func:`serve` feeds a request head to a fresh :class:`~igw_core.exchange.Exchange`
 and has a :class:`~igw_io.performing.Run` perform every effect it asks for, feeding
 the outcomes back, until the exchange reports. Client disconnects cancel outstanding
-provider calls. This module is where cancellations are caught and cleanup awaits in
-``finally`` blocks, so it is not compiled (docs/engine.md, "The compiled request path").
+provider calls.
+
+Compiled with the rest of the request path, so it keeps to the rule of compiled
+coroutines (docs/engine.md, "The compiled request path"): what a cancellation or a
+failure leaves to clean up is awaited in straight-line code after the ``try``, and the
+exception, if it must go on, is raised again from there. On trio, the cancel scope and
+the task that watches for a disconnect are in :mod:`igw_io.scopes`.
 """
 
 from __future__ import annotations
@@ -13,9 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import anyio
+from typing import TYPE_CHECKING
 
 from igw_core.events import RequestHead
 from igw_core.exchange import Exchange
@@ -27,6 +30,7 @@ from igw_io.channel import ClientChannel, ClientDisconnected
 from igw_io.logs import current_request_id
 from igw_io.loops import running_loop
 from igw_io.performing import Run
+from igw_io.scopes import run_on_trio
 from igw_io.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -34,6 +38,10 @@ if TYPE_CHECKING:
     from igw_io.oidc import OIDCKeys
 
 log = logging.getLogger("igw.driver")
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +62,11 @@ class Services:
     clock: Callable[[], float]
     mcp: MCPManager | None = None
     oidc: OIDCKeys | None = None
-    draining: Callable[[], bool] = lambda: False
+    draining: Callable[[], bool] = _never
 
 
-async def serve(services: Services, channel: ClientChannel, head: RequestHead,
-                report: Callable[[ExchangeRecord], None]) -> None:
+async def serve(services: Services, report: Callable[[ExchangeRecord], None],
+                channel: ClientChannel, head: RequestHead) -> None:
     """Run one request through the core, then hand what it reported to ``report``.
 
     Never raises for anything the client or a provider does: a client that
@@ -69,6 +77,11 @@ async def serve(services: Services, channel: ClientChannel, head: RequestHead,
 
     One coroutine frame from the request to its effects: each level of ``await``
     between the serving task and a provider wait is paid at every resumption.
+
+    Raises:
+        asyncio.CancelledError: the serving task was cancelled for another reason than
+            the client leaving (the server stopping); open provider responses are
+            closed first.
     """
     mcp, oidc = services.mcp, services.oidc
     tools = await mcp.available_tools() if mcp is not None else EMPTY
@@ -77,6 +90,7 @@ async def serve(services: Services, channel: ClientChannel, head: RequestHead,
                         draining=services.draining())
     run = Run(exchange, channel, services.upstream, services.clock, mcp, oidc)
     token = None
+    crashed = False
     try:
         run.feed(head)
         # Every line logged while the request is served carries its id.
@@ -85,103 +99,75 @@ async def serve(services: Services, channel: ClientChannel, head: RequestHead,
             for effect in run.effects:
                 await run.perform_simple(effect)
         else:
-            task = _asyncio_task()
-            try:
-                if task is None:
-                    with anyio.CancelScope() as scope:
-                        try:
-                            await _run_watched(run, channel,
-                                               _disconnecter(run, scope.cancel))
-                        except ClientDisconnected:
-                            run.gone = True
-                else:
-                    # On asyncio the serving task is cancelled directly (no cancel scope):
-                    # by the channel when it learns of the disconnect itself, else by a
-                    # watcher task that reads for it (ASGI), started before the first
-                    # provider call.
-                    cancel = _disconnecter(run, task.cancel)
-                    watcher: asyncio.Task[None] | None = None
-                    if not channel.on_disconnect(cancel):
-
-                        def start_watching() -> None:
-                            nonlocal watcher
-                            watcher = asyncio.ensure_future(_watch(channel, cancel))
-
-                        run.watch = start_watching
-                    try:
-                        await run.run()
-                    except asyncio.CancelledError:
-                        if not run.gone:
-                            raise
-                        task.uncancel()
-                    except ClientDisconnected:
-                        run.gone = True
-                    finally:
-                        channel.on_disconnect(None)
-                        if watcher is not None:
-                            watcher.cancel()
-            finally:
-                if run.responses:
-                    await run.close()
+            await _drive(run, channel)
             run.conclude()
-        record = run.record
-        assert record is not None
     except Exception:
         log.exception("unhandled error serving request")
-        try:
-            if exchange.head_sent:
-                await channel.abort()
-            else:
-                body = error_body("internal gateway error", "server_error", "internal_error")
-                await channel.send_head(500, [(b"content-type", b"application/json"),
-                                              (b"content-length", str(len(body)).encode())])
-                await channel.send_data(body)
-                await channel.send_end()
-        except ClientDisconnected:
-            pass
-        record = ExchangeRecord(request_id=exchange.request_id or head.fresh_id,
-                                method=head.method, route="other", path=head.path, status=500,
-                                started=head.now, ended=services.clock(), counted=False,
-                                error="internal error")
+        crashed = True
     finally:
         if token is not None:
             current_request_id.reset(token)
+    if run.responses:  # an exception left them open: close them before going on
+        await run.close()
+    if crashed:
+        await _answer_crash(channel, exchange)
+        record = ExchangeRecord(request_id=exchange.request_id or head.fresh_id,
+                                method=head.method, route="other", path=head.path,
+                                status=500, started=head.now, ended=services.clock(),
+                                counted=False, error="internal error")
+    else:
+        assert run.record is not None
+        record = run.record
     report(record)
 
 
-def _asyncio_task() -> asyncio.Task[Any] | None:
-    """Return the current asyncio task, or ``None`` on another event loop (trio)."""
+async def _drive(run: Run, channel: ClientChannel) -> None:
+    """Perform the run's effects, cancelled if the client leaves first.
+
+    Raises:
+        asyncio.CancelledError: cancelled for another reason than the client leaving;
+            the open provider responses are closed first.
+    """
     loop = running_loop()
-    return None if loop is None else asyncio.current_task(loop)
-
-
-async def _watch(channel: ClientChannel, disconnected: Callable[[], None]) -> None:
-    try:
-        await channel.wait_disconnect()
-    except Exception:  # the server's receive() failed: it cannot tell us, so do not guess
-        log.debug("disconnect watch ended", exc_info=True)
+    task = None if loop is None else asyncio.current_task(loop)
+    if task is None:  # trio
+        await run_on_trio(run, channel)
         return
-    disconnected()
-
-
-def _disconnecter(run: Run, cancel: Callable[[], object]) -> Callable[[], None]:
-    """Return what to call when the client leaves: mark the run gone, then ``cancel`` it."""
-
-    def disconnected() -> None:
-        run.gone = True
-        cancel()
-
-    return disconnected
-
-
-async def _run_watched(run: Run, channel: ClientChannel, disconnected: Callable[[], None]
-                       ) -> None:
-    """:meth:`Run.run` with a task that reads for the disconnect, once calls begin."""
-    async with anyio.create_task_group() as tg:
-
-        def start_watching() -> None:
-            tg.start_soon(_watch, channel, disconnected)
-
-        run.watch = start_watching
+    # On asyncio the serving task is cancelled directly (no cancel scope): by the
+    # channel when it learns of the disconnect itself, else by a watcher task that
+    # reads for it (ASGI), started before the first provider call.
+    run.cancel = task.cancel
+    if not channel.on_disconnect(run.left):
+        run.watch = run.start_watching
+    cancelled: asyncio.CancelledError | None = None
+    try:
         await run.run()
-        tg.cancel_scope.cancel()
+    except asyncio.CancelledError as error:
+        if run.gone:
+            task.uncancel()
+        else:
+            cancelled = error
+    except ClientDisconnected:
+        run.gone = True
+    finally:
+        channel.on_disconnect(None)
+        run.stop_watching()
+    if cancelled is not None:
+        if run.responses:
+            await run.close()
+        raise cancelled
+
+
+async def _answer_crash(channel: ClientChannel, exchange: Exchange) -> None:
+    """Answer 500 for a request whose serving failed, or abort once its head went out."""
+    try:
+        if exchange.head_sent:
+            await channel.abort()
+        else:
+            body = error_body("internal gateway error", "server_error", "internal_error")
+            await channel.send_head(500, [(b"content-type", b"application/json"),
+                                          (b"content-length", str(len(body)).encode())])
+            await channel.send_data(body)
+            await channel.send_end()
+    except ClientDisconnected:
+        pass

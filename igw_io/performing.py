@@ -5,12 +5,13 @@ that makes compiled coroutines safe here (docs/engine.md, "The compiled request 
 no ``await`` inside a ``finally`` block or an ``except`` handler, and no ``async with``.
 Cleanup that awaits runs in straight-line code; a response still open when an exception
 leaves (a cancellation, a client that left) stays in :attr:`Run.responses`, and
-:func:`igw_io.driver.serve`, which is not compiled, closes it. The work that needs anyio
-scopes (task groups, deadlines) is in :mod:`igw_io.scopes`.
+:func:`igw_io.driver.serve` closes it. The work that needs anyio scopes (task groups,
+deadlines, the cancel scope on trio) is in :mod:`igw_io.scopes`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -48,7 +49,7 @@ from igw_core.exchange import Exchange
 from igw_core.flows.base import MAX_BUFFERED
 from igw_core.report import ExchangeRecord
 from igw_io.channel import ClientChannel, ClientDisconnected, RequestBodyError
-from igw_io.scopes import open_within, run_parallel
+from igw_io.scopes import open_within, run_parallel, watch_disconnect
 from igw_io.upstream import Upstream, UpstreamFailure, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -82,6 +83,26 @@ class Run:
         #: Starts watching for the client's disconnect (channels that cannot tell by
         #: themselves); called before the first provider or tool call.
         self.watch: Callable[[], None] | None = None
+        #: Cancels what serves the request (its task, or its cancel scope on trio).
+        self.cancel: Callable[[], object] | None = None
+        #: The task that reads for the disconnect (:meth:`start_watching`).
+        self.watcher: asyncio.Task[None] | None = None
+
+    def left(self) -> None:
+        """The client left: mark the run gone and cancel what serves it."""
+        self.gone = True
+        if self.cancel is not None:
+            self.cancel()
+
+    def start_watching(self) -> None:
+        """Start a task that calls :meth:`left` once the channel reads the disconnect."""
+        self.watcher = asyncio.ensure_future(watch_disconnect(self.channel, self.left))
+
+    def stop_watching(self) -> None:
+        """Cancel the task :meth:`start_watching` started, if any."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.cancel()
 
     def feed(self, event: Event) -> None:
         self.effects.extend(self.exchange.receive(event))

@@ -1,7 +1,7 @@
 """Process-wide IO state both frontends share: settings, pool, access log.
 
 A frontend creates one :class:`Runtime` at startup, hands every request to
-:meth:`Runtime.handle`, and closes it at shutdown.
+:attr:`Runtime.handle`, and closes it at shutdown.
 """
 
 from __future__ import annotations
@@ -82,6 +82,14 @@ class Runtime:
         self.draining = False
         self.services = Services(self.gateway, self.upstream, self.clock, self.mcp, self.oidc,
                                  lambda: self.draining)
+        #: ``handle(channel, head)``: the coroutine that serves one request on ``channel``,
+        #: then logs its access line and records its metrics. It is
+        #: :func:`~igw_io.driver.serve` itself, not a coroutine around it: one frame fewer
+        #: between the serving task and every wait. Every log line emitted while serving
+        #: it carries its request id.
+        self.handle: Callable[[ClientChannel, RequestHead], Coroutine[Any, Any, None]] = (
+            partial(serve, self.services,
+                    self.record if self.metrics is not None else self._access.write))
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[TaskGroup]:
@@ -128,15 +136,6 @@ class Runtime:
                 "listening on a non-loopback address with AUTH_ENABLE=false: "
                 "anyone who can reach it can spend your provider keys"
             )
-
-    def handle(self, channel: ClientChannel, head: RequestHead) -> Coroutine[Any, Any, None]:
-        """Return the coroutine that serves one request on ``channel``, then logs its access
-        line and records its metrics (:func:`~igw_io.driver.serve` itself, not a coroutine
-        around it: one frame fewer between the serving task and every wait).
-
-        Every log line emitted while serving it carries its request id.
-        """
-        return serve(self.services, channel, head, self.record)
 
     def _cooling(self, alias: str) -> int:
         router = self.gateway.routing.router
