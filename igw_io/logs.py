@@ -141,6 +141,16 @@ def configure_logging(*, development: bool, secrets: tuple[str, ...] = ()) -> No
 _own_handler: logging.StreamHandler[Any] | None = None
 
 
+def _hundredths_ms(seconds: float) -> int:
+    """Return ``seconds`` in hundredths of a millisecond, rounded half up (0 at least)."""
+    return max(int(seconds * 100_000.0 + 0.5), 0)
+
+
+#: The digits after the point of a duration's hundredths, as ``repr`` of the float writes
+#: them: 0 -> "0", 5 -> "05", 10 -> "1", 25 -> "25".
+_FRACTIONS = ["0"] + [str(100 + n)[1:].rstrip("0") for n in range(1, 100)]
+
+
 def access_fields(record: ExchangeRecord) -> dict[str, Any]:
     """Return the fields of ``record``'s access line, in the order they are written."""
     fields: dict[str, Any] = {
@@ -148,7 +158,7 @@ def access_fields(record: ExchangeRecord) -> dict[str, Any]:
         "method": record.method,
         "path": record.path,
         "status": record.status,
-        "duration_ms": round(record.duration * 1000, 2),
+        "duration_ms": _hundredths_ms(record.duration) / 100,
         "provider": record.provider,
     }
     if record.alias:
@@ -199,7 +209,9 @@ class AccessLog:
         # encode_basestring is json.dumps(text, ensure_ascii=False) for a str, minus its setup.
         millis = str(1000 + int((now - second) * 1000))[1:]  # zero-padded to 3 digits
         status = str(record.status)
-        duration = repr(round(record.duration * 1000, 2))
+        # The float access_fields gives, as repr writes it (a float's repr costs a dtoa).
+        hundredths = _hundredths_ms(record.duration)
+        duration = f"{hundredths // 100}.{_FRACTIONS[hundredths % 100]}"
         quote = encode_basestring
         line = (f'{{"level": "info", "ts": "{self._stamp}.{millis}Z", '
                 f'"msg": "request", "logger": "igw.access", '
