@@ -72,8 +72,12 @@ class HTTP1Connection(asyncio.Protocol):
         self.reading_paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.expiry: tuple[float, Callable[[], None]] | None = None  # see _arm
-        # The request being served (None between requests).
+        # The task that serves the connection's requests one after another (or its HTTP/2
+        # connection), and whether a request is being served.
         self.task: asyncio.Task[None] | None = None
+        self.serving = False
+        #: What the task waits on between requests (resolved by the next head or the close).
+        self.next_head: asyncio.Future[None] | None = None
         self.head: Head | None = None
         self.body_done = False
         self.continue_sent = False
@@ -119,7 +123,7 @@ class HTTP1Connection(asyncio.Protocol):
             if self._maybe_h2(data):
                 return
             self.first = False
-        if self.closing and self.task is None:
+        if self.closing and not self.serving:
             return
         events = self.events
         before = len(events)
@@ -128,7 +132,7 @@ class HTTP1Connection(asyncio.Protocol):
         if self.queued > _HIGH_WATER and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
-        if self.task is None:
+        if not self.serving:
             if events:
                 self._cancel_timer()
                 self._next_request()
@@ -142,7 +146,7 @@ class HTTP1Connection(asyncio.Protocol):
         if self.h2 is not None:
             self.h2.feed_eof()
             return True
-        if self.lingering >= 0 or (self.task is None and not self.events):
+        if self.lingering >= 0 or (not self.serving and not self.events):
             self._close()
             return True
         # Half-closed while a request is served: as the other servers do, the client
@@ -160,6 +164,9 @@ class HTTP1Connection(asyncio.Protocol):
         writable, self.writable = self.writable, None
         if writable is not None and not writable.done():
             writable.set_result(None)
+        waiting, self.next_head = self.next_head, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)  # the serving task ends
 
     def pause_writing(self) -> None:
         if self.h2 is not None:
@@ -216,22 +223,46 @@ class HTTP1Connection(asyncio.Protocol):
         self.head = event
         self.body_done = self.continue_sent = self.complete = False
         self.chunked = False
-        self.task = self.loop.create_task(self._serve(event))
+        self.serving = True
+        # One task serves the connection's requests in turn, waiting between them: a
+        # future to resolve costs less than a task to make per request.
+        waiting, self.next_head = self.next_head, None
+        if waiting is not None:
+            waiting.set_result(None)
+        elif self.task is None:
+            self.task = self.loop.create_task(self._serve())
+        # else the task is finishing the previous request and goes on with this one
 
-    async def _serve(self, head: Head) -> None:
-        # What follows a request runs at the end of its task, not in a done-callback:
-        # one loop callback fewer per request.
+    async def _serve(self) -> None:
+        """Serve the connection's requests one after another, until it closes."""
+        # What follows a request runs in this task, not in a done-callback: one loop
+        # callback fewer per request.
         try:
-            path, _, query = head.target.decode("latin-1").partition("?")
-            event = self.runtime.head(head.method.decode("latin-1"), path, query, head.headers)
-            await self.runtime.handle(self, event)
-        except Exception:
-            log.exception("request task failed")
+            while True:
+                head = self.head
+                assert head is not None
+                try:
+                    path, _, query = head.target.decode("latin-1").partition("?")
+                    event = self.runtime.head(head.method.decode("latin-1"), path, query,
+                                              head.headers)
+                    await self.runtime.handle(self, event)
+                except Exception:
+                    log.exception("request task failed")
+                finally:
+                    self._served()
+                if self.serving:  # _served started the next pipelined request
+                    continue
+                if self.lost or self.closing:
+                    return
+                waiting = self.next_head = self.loop.create_future()
+                await waiting
+                if not self.serving:  # the connection closed meanwhile
+                    return
         finally:
-            self._served()
+            self.task = None
 
     def _served(self) -> None:
-        self.task = None
+        self.serving = False
         self.on_gone = None
         head = self.head
         self.head = None
@@ -293,7 +324,7 @@ class HTTP1Connection(asyncio.Protocol):
             if scope is not None:
                 scope.cancel()
             return
-        if self.task is None:
+        if not self.serving:
             self._close()
 
     # -- closing ---------------------------------------------------------------
@@ -374,7 +405,7 @@ class HTTP1Connection(asyncio.Protocol):
         callback()
 
     def _expire_idle(self) -> None:
-        if self.task is None:
+        if not self.serving:
             self._close()
 
     def _expire_read(self) -> None:

@@ -128,28 +128,41 @@ class HttptoolsParser:
 
     def feed(self, data: bytes, out: MutableSequence[ParserEvent]) -> None:
         """Parse ``data``, appending events to ``out``."""
-        import httptools
-
         if self._done:
             return
         self._out = out
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            # An Upgrade request (h2c, websocket) is served as plain HTTP/1.1, as
-            # h11 does; parsing resumes after it on a fresh parser.
-            if not self._done:
-                offset = upgrade.args[0] if upgrade.args else len(data)
-                self._parser = httptools.HttpRequestParser(self)
-                self.feed(data[offset:], out)
-        except httptools.HttpParserError as error:
-            if not self._done:
-                self._fail(400, str(error) or "malformed request")
-            return
+        except Exception as error:
+            if self._refused(error, data, out):
+                return
         if self._head_size >= 0:  # a head still incomplete: as h11, refuse it once too big
             self._head_size += len(data)
             if self._head_size > MAX_HEAD:
                 self._fail(431, "request head too large")
+
+    def _refused(self, error: Exception, data: bytes, out: MutableSequence[ParserEvent]
+                 ) -> bool:
+        """Handle what llhttp raised for ``data``; return whether parsing stops.
+
+        Raises:
+            Exception: ``error`` again when llhttp did not raise it.
+        """
+        import httptools
+
+        if isinstance(error, httptools.HttpParserUpgrade):
+            # An Upgrade request (h2c, websocket) is served as plain HTTP/1.1, as
+            # h11 does; parsing resumes after it on a fresh parser.
+            if not self._done:
+                offset = error.args[0] if error.args else len(data)
+                self._parser = httptools.HttpRequestParser(self)
+                self.feed(data[offset:], out)
+            return False
+        if isinstance(error, httptools.HttpParserError):
+            if not self._done:
+                self._fail(400, str(error) or "malformed request")
+            return True
+        raise error
 
     def _fail(self, status: int, detail: str) -> None:
         self._done = True

@@ -170,6 +170,6 @@ class Server:
         with anyio.move_on_after(self.settings.server_shutdown_timeout):
             while self.connections:
                 for connection in list(self.connections):
-                    if connection.task is None or connection.h2_connection is not None:
+                    if not connection.serving or connection.h2_connection is not None:
                         connection.shutdown()
                 await anyio.sleep(0.02)

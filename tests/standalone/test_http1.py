@@ -116,7 +116,7 @@ async def _serve(parser: str, pieces: list[bytes], count: int) -> tuple[bytes, F
         await asyncio.sleep(0)
     for _ in range(2000):
         raw = b"".join(transport.written)
-        if raw.count(b"HTTP/1.1 ") >= count and connection.task is None:
+        if raw.count(b"HTTP/1.1 ") >= count and not connection.serving:
             break
         await asyncio.sleep(0.001)
     connection.connection_lost(None)
