@@ -169,10 +169,11 @@ class Children:
         self.procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
 
     def start(self, name: str, command: list[str], env: dict[str, str],
-              log_path: Path, cpu: int | None = None) -> subprocess.Popen[bytes]:
+              log_path: Path, cpu: int | None = None, cwd: Path = REPO
+              ) -> subprocess.Popen[bytes]:
         log = open(log_path, "wb")  # noqa: SIM115 - closed in stop_all()
         proc = subprocess.Popen(
-            pinned(command, cpu), env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
+            pinned(command, cpu), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
@@ -552,6 +553,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "--rss-connections) and/or workers (--workers 2 vs 1, unpinned)")
     parser.add_argument("--rss-connections", type=int, default=256,
                         help="connections of the rss extra's chat row; default 256")
+    parser.add_argument("--baseline", type=Path, metavar="TREE",
+                        help="another igw checkout (a git worktree of an older commit, "
+                             "built in place) whose production row, igw-baseline, runs in "
+                             "the same rounds: before/after in one run")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json",
                         help="JSON results file (default benchmarks/results/latest.json)")
     args = parser.parse_args(argv)
@@ -589,11 +594,18 @@ def pick_cpus(mode: str) -> tuple[int, int] | None:
     return None
 
 
-def build_kind() -> str:
-    """How the installed igw runs its request path: ``compiled`` or ``pure Python``."""
+def build_kind(tree: Path = REPO) -> str:
+    """How igw in ``tree`` runs its request path: ``compiled`` or ``pure Python``."""
     done = subprocess.run(
         [sys.executable, "-c", "from igw_io.compiled import build_kind; print(build_kind())"],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False, env=base_env())
+        cwd=tree, capture_output=True, text=True, timeout=60, check=False, env=base_env())
+    return done.stdout.strip() or "unknown"
+
+
+def commit_of(tree: Path) -> str:
+    """The short commit ``tree`` has checked out, or ``"unknown"``."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree,
+                          capture_output=True, text=True, timeout=60, check=False)
     return done.stdout.strip() or "unknown"
 
 
@@ -781,9 +793,10 @@ class Bench:
         return self.cpus[1] if self.cpus else None
 
     def start(self, name: str, kind: str, loop: str | None, command: list[str],
-              env: dict[str, str], port: int, *, cpu: int | None) -> Target:
+              env: dict[str, str], port: int, *, cpu: int | None, cwd: Path = REPO
+              ) -> Target:
         log_path = RESULTS / f"{name}.log"
-        proc = self.children.start(name, command, env, log_path, cpu)
+        proc = self.children.start(name, command, env, log_path, cpu, cwd)
         wait_health(name, proc, port, log_path)
         return Target(name, kind, loop, port, proc)
 
@@ -834,6 +847,16 @@ class Bench:
                     "igw-httptools-uvloop-pure", "igw", "uvloop",
                     [sys.executable, "-m", "igw_standalone", "--http", "httptools", "--loop",
                      "uvloop"], env, port, cpu=cpu))
+        if args.baseline is not None:
+            # ``python -m`` puts the working directory first on sys.path: the tree's igw.
+            tree = args.baseline.resolve()
+            port = free_port()
+            targets.append(self.start(
+                "igw-baseline", "igw", "uvloop",
+                [sys.executable, "-m", "igw_standalone", "--http", "httptools", "--loop",
+                 "uvloop"], gateway_env(up, port), port, cpu=cpu, cwd=tree))
+            self.notes.append(f"igw-baseline: {tree} at commit {commit_of(tree)}, request "
+                              f"path {build_kind(tree)}, --http httptools --loop uvloop")
         if "asgi" in args.groups:
             port = free_port()
             targets.append(self.start(
