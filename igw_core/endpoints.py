@@ -27,7 +27,7 @@ from igw_core.chat import (
     with_model,
 )
 from igw_core.effects import CallProvider, Effect
-from igw_core.errors import BadRequest, Forbidden, NotFound
+from igw_core.errors import BadRequest, Forbidden, GatewayError, NotFound
 from igw_core.events import Headers
 from igw_core.flows.anthropic import TranslatedMessages
 from igw_core.flows.base import Routed
@@ -592,6 +592,12 @@ _MODEL = Endpoint("/v1/models", _GET, True, on_head=get_model)
 _RESPONSE = Endpoint(_RESPONSES, ("GET", "POST", "DELETE"), True, on_body=response_resource)
 _PROXY = Endpoint("/proxy", None, False, on_head=check_proxy, on_body=start_proxy)
 _NOT_FOUND = Endpoint("other", None, False, on_head=no_route)
+
+
+def refusal_for(gateway: Gateway, path: str, error: GatewayError) -> bytes:
+    """Return the body of ``error`` in the shape the clients of ``path`` read (Anthropic's
+    on ``/v1/messages``; OpenAI's on the other endpoints, and for no path)."""
+    return find_endpoint(gateway, path).errors.refusal(error)
 
 
 def find_endpoint(gateway: Gateway, path: str) -> Endpoint:

@@ -21,8 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from igw_core.endpoints import refusal_for
+from igw_core.errors import BadRequest
 from igw_core.events import BodyFailure
-from igw_core.responses import error_body
 from igw_io.channel import ClientDisconnected, RequestBodyError
 from igw_standalone.parsers import END, Failure, Head, ParserEvent, RequestParser
 from igw_standalone.streams import TransportStream
@@ -308,8 +309,11 @@ class HTTP1Connection(asyncio.Protocol):
         """Answer bytes that are not acceptable HTTP and close."""
         log.info("bad request from client",
                  extra={"status": failure.status, "detail": failure.detail})
-        body = error_body(f"malformed HTTP request: {failure.detail}", "invalid_request_error",
-                          "bad_request")
+        # In the endpoint's shape when the target is known: an Anthropic SDK reads its own.
+        path = failure.target.partition(b"?")[0].decode("latin-1")
+        body = refusal_for(self.runtime.gateway, path,
+                           BadRequest(f"malformed HTTP request: {failure.detail}",
+                                      status=failure.status))
         reason = _REASONS.get(failure.status, b"")
         self._write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
                     b"content-length: %d\r\nconnection: close\r\n\r\n%s"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import h11
 
@@ -72,10 +72,14 @@ class Failure:
     Fields:
         status: the status to answer with (400, or 431 for a head over :data:`MAX_HEAD`).
         detail: what was wrong, for the error body and the log.
+        target: the request target, when the head was read whole before it was refused
+            (its framing): the error body then takes the endpoint's shape. Empty when
+            the head itself is broken.
     """
 
     status: int
     detail: str
+    target: bytes = b""
 
 
 ParserEvent = Head | bytes | _End | Failure
@@ -106,8 +110,26 @@ def _head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
             chunked = True
     if length and chunked:
         # RFC 9112 §6.1: request smuggling; the connection closes after the 400.
-        return Failure(400, "Transfer-Encoding can't be present with Content-Length")
+        return Failure(400, "Transfer-Encoding can't be present with Content-Length", target)
     return Head(method, target, headers, keep_alive, http10, expect)
+
+
+class _Stop(Exception):
+    """Raised from a callback to stop llhttp at a head the server refuses."""
+
+
+def _llhttp(parser: HttptoolsParser) -> Any:
+    """Return llhttp's request parser calling back ``parser``.
+
+    It lets Content-Length with Transfer-Encoding through to :func:`_head`, which refuses
+    it as h11's parser does, with the same text and knowing the target: the refusal then
+    takes the endpoint's shape.
+    """
+    import httptools
+
+    llhttp = httptools.HttpRequestParser(parser)
+    llhttp.set_dangerous_leniencies(lenient_chunked_length=True)
+    return llhttp
 
 
 class HttptoolsParser:
@@ -116,9 +138,7 @@ class HttptoolsParser:
     __slots__ = ("_done", "_head_size", "_headers", "_keep_alive", "_out", "_parser", "_url")
 
     def __init__(self) -> None:
-        import httptools
-
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = _llhttp(self)
         self._out: MutableSequence[ParserEvent] = []
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -155,7 +175,7 @@ class HttptoolsParser:
             # h11 does; parsing resumes after it on a fresh parser.
             if not self._done:
                 offset = error.args[0] if error.args else len(data)
-                self._parser = httptools.HttpRequestParser(self)
+                self._parser = _llhttp(self)
                 self.feed(data[offset:], out)
             return False
         if isinstance(error, httptools.HttpParserError):
@@ -189,7 +209,7 @@ class HttptoolsParser:
         if isinstance(head, Failure):
             self._done = True
             self._out.append(head)
-            return
+            raise _Stop  # llhttp would go on with the refused request's body and what follows
         self._keep_alive = head.keep_alive
         self._out.append(head)
 

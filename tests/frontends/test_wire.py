@@ -77,6 +77,21 @@ def test_ambiguous_framing_is_answered_once_and_the_connection_closes(
     assert mock_openai.requests == []
 
 
+def test_ambiguous_framing_on_the_messages_endpoint_is_refused_in_anthropics_shape(
+    gateway: RunningGateway, mock_openai: MockProvider
+) -> None:
+    if gateway.frontend != "standalone":
+        pytest.skip("an ASGI server parses HTTP/1.1 itself: uvicorn answers its own plain 400")
+    smuggled = _SMUGGLED.replace(b"/v1/chat/completions", b"/v1/messages")
+    answer = _read_all(gateway.port, smuggled)
+    assert _responses(answer) == [b"HTTP/1.1 400 Bad Request"]
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "Transfer-Encoding" in body["error"]["message"]
+    assert mock_openai.requests == []
+
+
 @pytest.mark.parametrize("server", ["hypercorn", "granian"])
 def test_ambiguous_framing_closes_under_other_asgi_servers(
     server: str, mock_openai: MockProvider, tmp_path: Path
