@@ -44,6 +44,7 @@ COMPILED = [
     "igw_core/models.py",
     "igw_core/providers.py",
     "igw_core/proxy.py",
+    "igw_core/redact.py",
     "igw_core/report.py",
     "igw_core/responses.py",
     "igw_core/routing.py",
