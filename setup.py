@@ -3,7 +3,7 @@
 Everything else about the package is in ``pyproject.toml``. The modules in
 :data:`COMPILED` are what every request runs through (the core's exchange and relay
 flows, the provider client, the HTTP/1.1 engine); compiling them cuts the instructions
-per request by about 45% (``benchmarks/instructions.py``). The anyio scopes stay
+per request by about half (``benchmarks/instructions.py``). The anyio scopes stay
 Python: ``docs/engine.md`` ("The compiled request path") says why. The ``.py``
 files are installed beside the compiled modules and stay the reference: set
 ``IGW_PURE_PYTHON=1`` when installing to skip compilation, and a machine without a C
