@@ -43,6 +43,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,8 @@ RESULTS = HERE / "results"
 HOST = "127.0.0.1"
 API_KEY = "sk-bench"
 GROUPS = ("nginx", "floor", "standalone", "asgi")
+#: The row of igw's production defaults, which ``--baseline`` is compared with.
+_PRODUCTION = "igw-httptools-uvloop"
 SCENARIOS = ("chat", "stream", "proxy", "single")
 EXTRAS = ("rss", "workers")
 #: ``data:`` events the mock streams before ``data: [DONE]``.
@@ -851,10 +854,14 @@ class Bench:
             # ``python -m`` puts the working directory first on sys.path: the tree's igw.
             tree = args.baseline.resolve()
             port = free_port()
-            targets.append(self.start(
+            baseline = self.start(
                 "igw-baseline", "igw", "uvloop",
                 [sys.executable, "-m", "igw_standalone", "--http", "httptools", "--loop",
-                 "uvloop"], gateway_env(up, port), port, cpu=cpu, cwd=tree))
+                 "uvloop"], gateway_env(up, port), port, cpu=cpu, cwd=tree)
+            # Right after the row it is compared with: a few seconds apart in every round.
+            names = [t.name for t in targets]
+            at = names.index(_PRODUCTION) + 1 if _PRODUCTION in names else len(targets)
+            targets.insert(at, baseline)
             self.notes.append(f"igw-baseline: {tree} at commit {commit_of(tree)}, request "
                               f"path {build_kind(tree)}, --http httptools --loop uvloop")
         if "asgi" in args.groups:
@@ -922,6 +929,22 @@ class Bench:
             self.round_rows += [(number, r) for r in rows]
             rounds.append(rows)
         self.results += summarize(rounds)
+        self.compare_baseline(scenario, rounds)
+
+    def compare_baseline(self, scenario: str, rounds: list[list[Result]]) -> None:
+        """Note the per-round requests/s of the production row over ``igw-baseline``'s."""
+        quotients = []
+        for rows in rounds:
+            rps = {r.target: r.rps for r in rows}
+            after, before = rps.get(_PRODUCTION), rps.get("igw-baseline")
+            if after and before:
+                quotients.append(after / before)
+        if quotients:
+            above = sum(q > 1 for q in quotients)
+            self.notes.append(
+                f"{scenario}: {_PRODUCTION} over igw-baseline, requests/s per round: median "
+                f"{statistics.median(quotients):.2f}x, higher in {above} of {len(quotients)} "
+                "rounds")
 
     def main_rows(self, targets: list[Target]) -> None:
         """Every scenario's rows: ``direct`` and every target, ``--rounds`` times."""
