@@ -91,6 +91,7 @@ async def serve(services: Services, report: Callable[[ExchangeRecord], None],
     run = Run(exchange, channel, services.upstream, services.clock, mcp, oidc)
     token = None
     crashed = False
+    cancelled: asyncio.CancelledError | None = None
     try:
         run.feed(head)
         # Every line logged while the request is served carries its id.
@@ -101,6 +102,8 @@ async def serve(services: Services, report: Callable[[ExchangeRecord], None],
         else:
             await _drive(run, channel)
             run.conclude()
+    except asyncio.CancelledError as error:  # not the client leaving: go on once closed
+        cancelled = error
     except Exception:
         log.exception("unhandled error serving request")
         crashed = True
@@ -109,6 +112,8 @@ async def serve(services: Services, report: Callable[[ExchangeRecord], None],
             current_request_id.reset(token)
     if run.responses:  # an exception left them open: close them before going on
         await run.close()
+    if cancelled is not None:
+        raise cancelled
     if crashed:
         await _answer_crash(channel, exchange)
         record = ExchangeRecord(request_id=exchange.request_id or head.fresh_id,
@@ -125,8 +130,7 @@ async def _drive(run: Run, channel: ClientChannel) -> None:
     """Perform the run's effects, cancelled if the client leaves first.
 
     Raises:
-        asyncio.CancelledError: cancelled for another reason than the client leaving;
-            the open provider responses are closed first.
+        asyncio.CancelledError: cancelled for another reason than the client leaving.
     """
     loop = running_loop()
     task = None if loop is None else asyncio.current_task(loop)
@@ -139,23 +143,17 @@ async def _drive(run: Run, channel: ClientChannel) -> None:
     run.cancel = task.cancel
     if not channel.on_disconnect(run.left):
         run.watch = run.start_watching
-    cancelled: asyncio.CancelledError | None = None
     try:
         await run.run()
-    except asyncio.CancelledError as error:
-        if run.gone:
-            task.uncancel()
-        else:
-            cancelled = error
+    except asyncio.CancelledError:
+        if not run.gone:
+            raise
+        task.uncancel()
     except ClientDisconnected:
         run.gone = True
     finally:
         channel.on_disconnect(None)
         run.stop_watching()
-    if cancelled is not None:
-        if run.responses:
-            await run.close()
-        raise cancelled
 
 
 async def _answer_crash(channel: ClientChannel, exchange: Exchange) -> None:
