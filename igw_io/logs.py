@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring
-from typing import Any, cast
+from typing import Any
 
 from igw_core.config import Settings
 from igw_core.redact import scrub
@@ -168,24 +168,15 @@ def access_fields(record: ExchangeRecord) -> dict[str, Any]:
     return fields
 
 
-#: How long an access line may wait for the lines after it, so that they share one write
-#: and are formatted after the responses that wait on them (nginx's ``access_log ...
-#: flush=``, in milliseconds rather than seconds).
-FLUSH_AFTER = 0.002
-#: Lines at which the waiting ones go out at once, whatever their age (a bound on memory).
-_MAX_PENDING = 512
-
-
 class AccessLog:
     """Writes the access line of each finished request to the ``igw.access`` logger.
 
     When the line goes only to the JSON handler :func:`configure_logging`
     installed, it is formatted directly (the same line, field for field, as the
-    logging module would make of :func:`access_fields`, without a ``LogRecord``).
-    On an asyncio loop the lines wait up to :data:`FLUSH_AFTER` and go out in one
-    write, formatted then: a response never waits for its own access line or the
-    one before it. Otherwise, e.g. when an application that mounts the ASGI app
-    configured logging itself, the line goes through the logging module at once.
+    logging module would make of :func:`access_fields`, without a ``LogRecord``),
+    and the lines of one event-loop iteration go out in one write; otherwise, e.g.
+    when an application that mounts the ASGI app configured logging itself, it goes
+    through the logging module.
     """
 
     def __init__(self) -> None:
@@ -193,8 +184,7 @@ class AccessLog:
         self._parent = logging.getLogger("igw")  # getLogger takes a lock: not per request
         self._second = -1
         self._stamp = ""
-        self._pending: list[tuple[ExchangeRecord, float]] = []
-        self._timer: Any = None  # the loop's TimerHandle while lines wait
+        self._pending: list[str] = []
 
     def write(self, record: ExchangeRecord) -> None:
         """Log the access line of ``record``."""
@@ -208,19 +198,6 @@ class AccessLog:
             logger.info("request", extra=access_fields(record))
             return
         now = time.time()
-        loop = running_loop()
-        if loop is None:  # not on asyncio (trio, or no loop): write it now
-            self._write(handler, self._line(record, now, handler.formatter.secrets))
-            return
-        pending = self._pending
-        pending.append((record, now))
-        if len(pending) == 1:
-            self._timer = loop.call_later(FLUSH_AFTER, self._flush, handler)
-        elif len(pending) >= _MAX_PENDING:
-            self.flush()
-
-    def _line(self, record: ExchangeRecord, now: float, secrets: tuple[str, ...]) -> str:
-        """Return the access line of ``record``, finished at wall-clock time ``now``."""
         second = int(now)
         if second != self._second:
             self._second = second
@@ -248,27 +225,27 @@ class AccessLog:
         if record.error:
             line += f', "error": {quote(record.error)}'
         line += "}\n"
-        return scrub(line, secrets) if secrets else line
+        secrets = handler.formatter.secrets
+        if secrets:
+            line = scrub(line, secrets)
+        loop = running_loop()
+        if loop is None:  # not on asyncio (trio, or no loop): write it now
+            self._write(handler, line)
+            return
+        # Lines of one loop iteration go out in one write, after the responses.
+        self._pending.append(line)
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush, handler)
 
     def _flush(self, handler: logging.StreamHandler[Any]) -> None:
-        pending, self._pending = self._pending, []
-        self._timer = None
-        if pending:
-            secrets = cast(JsonFormatter, handler.formatter).secrets
-            line = self._line
-            self._write(handler, "".join([line(record, now, secrets) for record, now in pending]))
+        lines, self._pending = self._pending, []
+        if lines:
+            self._write(handler, "".join(lines))
 
     def flush(self) -> None:
-        """Write the lines still waiting (at shutdown, or when too many wait)."""
-        timer = self._timer
-        if timer is not None:
-            timer.cancel()
-            self._timer = None
-        handler = _own_handler
-        if handler is not None:
-            self._flush(handler)
-        else:
-            self._pending = []
+        """Write the lines still waiting for the end of the loop iteration (at shutdown)."""
+        if _own_handler is not None:
+            self._flush(_own_handler)
 
     @staticmethod
     def _write(handler: logging.StreamHandler[Any], text: str) -> None:

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from igw_core.config import load_settings
 from igw_core.report import ExchangeRecord
 from igw_core.router import AttemptFact
-from igw_io import logs
 from igw_io.logs import (
     AccessLog,
     HumanFormatter,
@@ -177,77 +176,3 @@ def test_access_lines_follow_a_handler_the_application_added() -> None:
     finally:
         access.removeHandler(extra)
     assert stream.getvalue() == "request\n"
-
-
-class _CountingStream(io.StringIO):
-    """A stream that counts its writes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-
-    def write(self, text: str) -> int:
-        self.writes += 1
-        return super().write(text)
-
-
-def _own_stream() -> _CountingStream:
-    configure_logging(development=False, secrets=(SECRET,))
-    handler = logging.getLogger("igw").handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    stream = _CountingStream()
-    handler.setStream(stream)
-    return stream
-
-
-def _record(request_id: str) -> ExchangeRecord:
-    return ExchangeRecord(request_id=request_id, method="POST", route="/v1/chat/completions",
-                          path="/v1/chat/completions?key=" + SECRET, status=200,
-                          provider="openai", started=1.0, ended=1.25)
-
-
-def test_on_asyncio_the_lines_of_a_burst_wait_briefly_and_share_one_write() -> None:
-    stream = _own_stream()
-    access = AccessLog()
-
-    async def burst() -> tuple[str, str]:
-        for n in range(3):
-            access.write(_record(f"r{n}"))
-        await anyio.sleep(0)
-        during = stream.getvalue()  # no response waits on a line being formatted
-        await anyio.sleep(logs.FLUSH_AFTER * 20)
-        return during, stream.getvalue()
-
-    during, after = anyio.run(burst, backend="asyncio")
-    assert during == ""
-    lines = [json.loads(line) for line in after.splitlines()]
-    assert [line["request_id"] for line in lines] == ["r0", "r1", "r2"]
-    assert {line["duration_ms"] for line in lines} == {250.0}
-    assert SECRET not in after and stream.writes == 1
-
-
-def test_waiting_lines_go_out_on_flush_and_when_too_many_wait() -> None:
-    stream = _own_stream()
-    access = AccessLog()
-
-    async def scenario() -> tuple[int, int]:
-        access.write(_record("early"))
-        access.flush()  # what the runtime does at shutdown
-        flushed = stream.getvalue().count("\n")
-        for n in range(logs._MAX_PENDING):
-            access.write(_record(f"r{n}"))
-        return flushed, stream.getvalue().count("\n")
-
-    flushed, bounded = anyio.run(scenario, backend="asyncio")
-    assert flushed == 1
-    assert bounded == 1 + logs._MAX_PENDING  # the last of them did not wait for the timer
-
-
-def test_off_asyncio_the_line_is_written_at_once() -> None:
-    stream = _own_stream()
-
-    async def on_trio() -> str:
-        AccessLog().write(_record("t1"))
-        return stream.getvalue()
-
-    assert '"request_id": "t1"' in anyio.run(on_trio, backend="trio")
