@@ -30,6 +30,7 @@ import http.client
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,6 +95,56 @@ def dumped_instructions(directory: Path) -> int:
     raise RuntimeError(f"no callgrind dump in {directory}")
 
 
+#: The functions a --segments run dumps before: uvloop's socket write and the poll.
+_WRITE = "__pyx_f_6uvloop_4loop_8UVStream__try_write"
+_POLL = "epoll_pwait"
+
+#: The four parts of a request at one connection, in the order they happen.
+SEGMENTS = (
+    ("request", "the request read, decided and written upstream (poll to upstream write)"),
+    ("upstream wait", "after the upstream write, until the loop polls"),
+    ("response", "the response read, relayed and written (poll to client write)"),
+    ("after", "after the client write, until the loop polls (the next request may wait)"),
+)
+
+
+def segments(directory: Path) -> dict[str, list[int]]:
+    """Split the instructions of a ``--segments`` run at each socket write and poll.
+
+    The dumps come in the order the run wrote them; each holds the instructions since
+    the one before. The first write after instrumentation starts is a request's
+    upstream write (the client sends one request at a time), then writes alternate.
+    Work the loop schedules with ``call_soon`` lands after the next poll.
+    """
+    dumps = []
+    for path in directory.glob("callgrind.out.*"):
+        text = path.read_text(errors="replace")
+        found = re.search(r"^desc: Trigger: --dump-before=(\S+)", text, re.MULTILINE)
+        counted = re.search(r"^(?:summary|totals): (\d+)$", text, re.MULTILINE)
+        if found and counted:
+            dumps.append((int(path.name.rsplit(".", 1)[1]), found.group(1),
+                          int(counted.group(1))))
+    dumps.sort()
+    parts: dict[str, list[int]] = {name: [] for name, _ in SEGMENTS}
+    writes = 0  # socket writes so far: odd after an upstream write, even after a client's
+    polled = True
+    current = 0
+    for _, trigger, total in dumps:
+        if writes == 0:  # before the first upstream write: not a whole segment
+            if trigger == _WRITE:
+                writes, polled = 1, False
+            continue
+        current += total
+        if trigger == _WRITE:
+            parts["response" if writes % 2 == 1 else "request"].append(current)
+            writes += 1
+            polled, current = False, 0
+        elif not polled:
+            parts["upstream wait" if writes % 2 == 1 else "after"].append(current)
+            polled, current = True, 0
+    return parts
+
+
 def control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True,
                    stdout=subprocess.DEVNULL)
@@ -114,7 +165,12 @@ def main() -> None:
                         help="run igw's sources even where it is compiled (IGW_PURE_PYTHON=1)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy the callgrind dump here, for callgrind_annotate")
+    parser.add_argument("--segments", action="store_true",
+                        help="also split each request at its socket writes and polls "
+                             "(one connection, uvloop): where the critical path goes")
     args = parser.parse_args()
+    if args.segments and args.connections != 1:
+        parser.error("--segments needs --connections 1")
     for tool in ("valgrind", "callgrind_control") + (("wrk",) if args.connections > 1 else ()):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install -y valgrind wrk)")
@@ -137,6 +193,8 @@ def main() -> None:
         port = run.free_port()
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                     f"--callgrind-out-file={scratch}/callgrind.out"]
+        if args.segments:
+            valgrind += [f"--dump-before={_WRITE}", f"--dump-before={_POLL}"]
         log = run.RESULTS / f"instructions-{args.target}.log"
         if args.target == "igw":
             env = run.gateway_env(up, port)
@@ -166,10 +224,14 @@ def main() -> None:
             served = args.requests
         else:  # every request wrk completed was served inside the instrumented window
             served = wrk(port, request, args.seconds, args.connections, scratch)
+        if args.segments:
+            control(target.pid, "-i", "off")
         control(target.pid, "-d")
         time.sleep(1)
         children.stop_all()
-        total = dumped_instructions(scratch)
+        parts = segments(scratch) if args.segments else {}
+        total = (sum(sum(values) for values in parts.values()) if args.segments
+                 else dumped_instructions(scratch))
         if args.keep is not None:
             for path in scratch.glob("callgrind.out*"):
                 if "Trigger: dump" in path.read_text(errors="replace"):
@@ -177,6 +239,10 @@ def main() -> None:
     where = f" ({args.tree}{', pure Python' if args.pure else ''})" if args.target == "igw" else ""
     print(f"{args.target}{where}, {args.scenario}, {args.connections} connection(s): "
           f"{served} requests, {total / served:,.0f} instructions per request")
+    for name, meaning in SEGMENTS:
+        values = parts.get(name)
+        if values:
+            print(f"  {name:>13}: {statistics.median(values):9,.0f}  {meaning}")
 
 
 if __name__ == "__main__":
