@@ -161,7 +161,7 @@ def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None, *,
         raise BadRequest("'messages' is required and must be an array", code="missing_messages")
     if route is None:
         route = route_request(gateway, request, provider_param)
-    check_vision(gateway.settings.enable_vision, body, request, route.model)
+    check_vision(gateway.settings.enable_vision, request, route.model)
     stream = request.get("stream") is True
     add_usage = reencode = False
     if stream and route.provider.spec.stream_usage:

@@ -309,7 +309,7 @@ def _model_call(x: Exchange, body: bytes, attribute: Callable[[ProviderSpec], st
     path = _served(provider, attribute, what)
     if request is None:
         request = parse_json_object(body)
-    check_vision(x.gateway.settings.enable_vision, body, request, route.model)
+    check_vision(x.gateway.settings.enable_vision, request, route.model)
     out = with_model(body, request, route.model)
     return CallProvider(call, provider.id, "POST", provider.url(path),
                         _outbound(x, provider, out, stream=stream), out,
@@ -418,7 +418,7 @@ def start_messages(x: Exchange, body: bytes) -> list[Effect]:
         route = _route_of(x, _first_choice(x, alias))
     else:
         route = route_request(gateway, request, x.query_param("provider"), "anthropic")
-    check_vision(gateway.settings.enable_vision, body, request, route.model)
+    check_vision(gateway.settings.enable_vision, request, route.model)
     provider = route.provider
     stream = request.get("stream") is True
     path = provider.spec.messages_path

@@ -100,7 +100,9 @@ def _head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
     length = chunked = False
     for name, value in headers:
         if name == b"connection":
-            if value.lower().find(b"close") != -1:  # not ``in``: see vision.may_carry_image
+            # find(), not ``in``: bytes ``in`` first tries the needle as an int and
+            # builds a TypeError to learn it is not, which costs more than the scan.
+            if value.lower().find(b"close") != -1:
                 keep_alive = False
         elif name == b"expect":
             expect = value.lower() == b"100-continue"
