@@ -7,6 +7,7 @@ model policy, vision) is made in :func:`plan_chat`, in that order.
 from __future__ import annotations
 
 import json
+import json.decoder
 import json.scanner
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
@@ -50,10 +51,22 @@ def _refuse_constant(name: str) -> Any:
 #: (typeshed wants another scanner as the context; json.decoder passes a decoder, as here.)
 _SCAN = json.scanner.make_scanner(
     json.JSONDecoder(parse_constant=_refuse_constant))  # type: ignore[arg-type]
+#: The string scanner json.decoder parses object keys with (C where there is C; typeshed
+#: does not list it).
+_SCAN_STRING = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    """Parse a request body that must be a JSON object.
+#: Where a request's top-level ``model`` value lies in its body: byte offsets of the JSON
+#: string token, quotes included.
+Span = tuple[int, int]
+
+
+def parse_request(body: bytes) -> tuple[dict[str, Any], Span | None]:
+    """Parse a request body that must be a JSON object, and find its ``model`` value.
+
+    The span is ``None`` when the object has no ``model`` member, names it more than
+    once, or is not UTF-8. With it, renaming the model is a splice of the client's
+    bytes, whatever the size of the conversation around it (see :func:`with_model`).
 
     Raises:
         BadRequest: the body is not valid UTF-8 JSON, or not an object.
@@ -63,12 +76,81 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         # that opens with "{" and no NUL after it is UTF-8 (json.detect_encoding's rule).
         encoding = ("utf-8" if body[:1] == b"{" and body[1:2] != b"\x00"
                     else json.detect_encoding(body))
-        parsed = _decode(body.decode(encoding, "surrogatepass"))
+        text = body.decode(encoding, "surrogatepass")
+        if encoding == "utf-8":
+            parsed, start, end = _decode_members(text)
+        else:
+            parsed, start, end = _decode(text), -1, -1
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"malformed JSON in request body: {exc}", code="invalid_json") from None
     if not isinstance(parsed, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
-    return parsed
+    return parsed, (None if start < 0 else _byte_span(body, text, start, end))
+
+
+def _byte_span(body: bytes, text: str, start: int, end: int) -> Span:
+    """Return the byte offsets in ``body`` of ``text[start:end]`` (``text`` is ``body``
+    decoded from UTF-8), encoding the shorter of the two sides around it."""
+    if len(body) == len(text):  # ASCII: a byte per character
+        return start, end
+    size = len(text[start:end].encode("utf-8", "surrogatepass"))
+    if start <= len(text) - end:
+        first = len(text[:start].encode("utf-8", "surrogatepass"))
+        return first, first + size
+    last = len(body) - len(text[end:].encode("utf-8", "surrogatepass"))
+    return last - size, last
+
+
+class _Irregular(Exception):
+    """Not a plain JSON object: parsed whole instead, for its value or its exact error."""
+
+
+def _decode_members(text: str) -> tuple[Any, int, int]:
+    """``_decode(text)``, and for an object the span in ``text`` of its top-level
+    ``model`` value (``-1, -1`` when there is not exactly one).
+
+    An object is parsed member by member with the C scanner (the same work as parsing
+    it whole); anything else, or anything unexpected, is handed to :func:`_decode`.
+
+    Raises:
+        json.JSONDecodeError: ``text`` is not one JSON value (whitespace around it aside).
+    """
+    size = len(text)
+    at = _skip_text_space(text, 0)
+    if at == size or text[at] != "{":
+        return _decode(text), -1, -1
+    members: dict[str, Any] = {}
+    start = end = -1
+    models = 0
+    # Characters are compared by index: compiled, str.startswith with a position is a
+    # method call that costs more than the rest of a member's handling.
+    try:
+        at = _skip_text_space(text, at + 1)
+        if at < size and text[at] != "}":
+            while True:
+                if at == size or text[at] != '"':
+                    raise _Irregular
+                key, at = _SCAN_STRING(text, at + 1)
+                at = _skip_text_space(text, at)
+                if at == size or text[at] != ":":
+                    raise _Irregular
+                at = _skip_text_space(text, at + 1)
+                value, after = _SCAN(text, at)
+                if key == "model":
+                    start, end = at, after
+                    models += 1
+                members[key] = value
+                at = _skip_text_space(text, after)
+                if at == size or text[at] != ",":
+                    break
+                at = _skip_text_space(text, at + 1)
+        if at == size or text[at] != "}" or _skip_text_space(text, at + 1) != size:
+            raise _Irregular
+    except (_Irregular, ValueError, StopIteration, RecursionError):
+        return _decode(text), -1, -1
+    if models != 1:
+        return members, -1, -1
+    return members, start, end
 
 
 def _decode(text: str) -> Any:
@@ -120,11 +202,13 @@ def route_request(
     return route
 
 
-def with_model(body: bytes, request: dict[str, Any], model: str) -> bytes:
+def with_model(body: bytes, request: dict[str, Any], model: str,
+               model_at: Span | None = None) -> bytes:
     """Return ``body`` (whose parse is ``request``) with its ``model`` set to ``model``.
 
     The client's bytes are edited in place when that is certain to be right, else
-    ``request`` is re-encoded (and its ``model`` set).
+    ``request`` is re-encoded (and its ``model`` set). ``model_at`` is where
+    :func:`parse_request` found the model's value.
 
     Raises:
         BadRequest: re-encoding meets a number JSON cannot carry.
@@ -133,19 +217,22 @@ def with_model(body: bytes, request: dict[str, Any], model: str) -> bytes:
     if old == model:
         return body
     request["model"] = model
-    edited = _edit_in_place(body, old, model, add_usage=False) if isinstance(old, str) else None
+    edited = (_edit_in_place(body, old, model, add_usage=False, model_at=model_at)
+              if isinstance(old, str) else None)
     return edited if edited is not None else encode_request(request)
 
 
 def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None, *,
-              request: dict[str, Any] | None = None, route: Route | None = None) -> ChatPlan:
+              request: dict[str, Any] | None = None, model_at: Span | None = None,
+              route: Route | None = None) -> ChatPlan:
     """Validate a chat request and build what goes upstream.
 
     The provider prefix is stripped from ``model``, and streaming requests ask
     for a usage chunk where the provider accepts ``stream_options``. Unknown
     fields are kept as they are. ``request`` is ``body`` already parsed (it is
-    changed); ``route`` is a deployment already chosen (a routing alias's, whose
-    policy was checked on the alias).
+    changed), ``model_at`` what :func:`parse_request` said of it; ``route`` is a
+    deployment already chosen (a routing alias's, whose policy was checked on the
+    alias).
 
     Raises:
         BadRequest: malformed JSON, missing or unroutable model, image input
@@ -153,7 +240,7 @@ def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None, *,
         Forbidden: the model policy refuses the model.
     """
     if request is None:
-        request = parse_json_object(body)
+        request, model_at = parse_request(body)
     model = request.get("model")
     if not isinstance(model, str):
         raise BadRequest("'model' is required and must be a string", code="missing_model")
@@ -177,7 +264,8 @@ def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None, *,
     if reencode:
         body = encode_request(request)
     elif renamed or add_usage:
-        edited = _edit_in_place(body, model, route.model, add_usage=add_usage)
+        edited = _edit_in_place(body, model, route.model, add_usage=add_usage,
+                                model_at=model_at)
         body = edited if edited is not None else encode_request(request)
     return ChatPlan(route, stream, request, body)
 
@@ -201,35 +289,51 @@ def _skip_space(body: bytes, at: int) -> int:
 _USAGE_MEMBER = b'"stream_options":{"include_usage":true},'
 
 
-def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool) -> bytes | None:
+def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool,
+                   model_at: Span | None = None) -> bytes | None:
     """Return the client's bytes with ``model`` renamed and a usage request added.
 
     Re-encoding a large conversation costs more than the rest of the request's
     handling, so the two edits are made in the bytes when that is certain to be
-    right: the ``"model"`` key appears once and is followed directly by the model
-    spelled as JSON encodes it. Returns ``None`` otherwise (re-encode instead).
+    right: where :func:`parse_request` found the top-level model's value
+    (``model_at``), or else where the ``"model"`` key appears once and is followed
+    directly by the model spelled as JSON encodes it. Returns ``None`` otherwise
+    (re-encode instead).
     """
     # Positions are found without copying the body (it may be a long conversation):
     # one copy is made, by the join.
     if new_model != model:
-        key = body.find(_MODEL_KEY)
-        if key == -1 or body.find(_MODEL_KEY, key + 1) != -1:  # not exactly once
-            return None
-        colon = _skip_space(body, key + len(_MODEL_KEY))
-        if body[colon:colon + 1] != b":":
-            return None
-        at = _skip_space(body, colon + 1)
-        old = encode_basestring_ascii(model).encode()  # json.dumps(model), without its setup
-        if not body.startswith(old, at):
-            return None
-        body = b"".join((body[:at], encode_basestring_ascii(new_model).encode(),
-                         body[at + len(old):]))
+        if model_at is not None:
+            start, end = model_at
+        else:
+            start, end = _model_value(body, model)
+            if start < 0:
+                return None
+        body = b"".join((body[:start], encode_basestring_ascii(new_model).encode(),
+                         body[end:]))
     if add_usage:
         start = _skip_space(body, 0)
         if body[start:start + 1] != b"{":
             return None
         body = b"".join((body[:start + 1], _USAGE_MEMBER, body[start + 1:]))
     return body
+
+
+def _model_value(body: bytes, model: str) -> Span:
+    """Return where the ``"model"`` member's value ``model`` lies in ``body``, found by
+    search: ``(-1, -1)`` unless the key appears once, followed by the model spelled as
+    JSON encodes it (a full scan of the body)."""
+    key = body.find(_MODEL_KEY)
+    if key == -1 or body.find(_MODEL_KEY, key + 1) != -1:  # not exactly once
+        return -1, -1
+    colon = _skip_space(body, key + len(_MODEL_KEY))
+    if body[colon:colon + 1] != b":":
+        return -1, -1
+    at = _skip_space(body, colon + 1)
+    old = encode_basestring_ascii(model).encode()  # json.dumps(model), without its setup
+    if not body.startswith(old, at):
+        return -1, -1
+    return at, at + len(old)
 
 
 def encode_request(request: dict[str, Any]) -> bytes:

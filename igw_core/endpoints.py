@@ -20,8 +20,9 @@ from urllib.parse import unquote_plus
 from igw_core import headers as hdrs
 from igw_core.chat import (
     ChatPlan,
+    Span,
     encode_request,
-    parse_json_object,
+    parse_request,
     plan_chat,
     route_request,
     with_model,
@@ -91,11 +92,12 @@ def start_chat(x: Exchange, body: bytes) -> list[Effect]:
         GatewayError: what :func:`~igw_core.chat.plan_chat` refuses.
     """
     gateway = x.gateway
-    request = parse_json_object(body)
+    request, model_at = parse_request(body)
     alias = _alias_of(x, request)
     use_agent = _use_agent(x)
     if alias is None:
-        plan = plan_chat(gateway, body, x.query_param("provider"), request=request)
+        plan = plan_chat(gateway, body, x.query_param("provider"), request=request,
+                         model_at=model_at)
     elif not use_agent:
         return _start_routed(x, alias, partial(_chat_call, x, body))
     else:  # the agent's rounds are routed one by one; planned for the first deployment
@@ -296,10 +298,10 @@ def _responses_path(spec: ProviderSpec) -> str | None:
 
 def _model_call(x: Exchange, body: bytes, attribute: Callable[[ProviderSpec], str | None],
                 what: str, stream: bool, route: Route, call: int, *,
-                request: dict[str, Any] | None = None,
+                request: dict[str, Any] | None = None, model_at: Span | None = None,
                 head_timeout: float | None = None) -> CallProvider:
     """The request to ``route``: the client's body with the route's model (``request``:
-    the body already parsed, changed here).
+    the body already parsed, changed here; ``model_at``: where its model is).
 
     Raises:
         BadRequest: the provider does not serve ``what``, or image input while vision is
@@ -308,9 +310,9 @@ def _model_call(x: Exchange, body: bytes, attribute: Callable[[ProviderSpec], st
     provider = route.provider
     path = _served(provider, attribute, what)
     if request is None:
-        request = parse_json_object(body)
+        request, model_at = parse_request(body)
     check_vision(x.gateway.settings.enable_vision, request, route.model)
-    out = with_model(body, request, route.model)
+    out = with_model(body, request, route.model, model_at)
     return CallProvider(call, provider.id, "POST", provider.url(path),
                         _outbound(x, provider, out, stream=stream), out,
                         head_timeout=head_timeout)
@@ -335,14 +337,15 @@ def _start_model_request(x: Exchange, body: bytes,
             image input while vision is off.
         Forbidden: the model policy refuses the model.
     """
-    request = parse_json_object(body)
+    request, model_at = parse_request(body)
     stream = request.get("stream") is True
     alias = _alias_of(x, request)
     if alias is not None:
         return _start_routed(x, alias, partial(_deployment_call, x, body, attribute, what,
                                                stream))
     route = route_request(x.gateway, request, x.query_param("provider"))
-    call = _model_call(x, body, attribute, what, stream, route, 0, request=request)
+    call = _model_call(x, body, attribute, what, stream, route, 0, request=request,
+                       model_at=model_at)
     flow = RelayFlow(x, route.provider, route.model)
     return x.begin(flow, flow.start(call))
 
@@ -411,7 +414,7 @@ def start_messages(x: Exchange, body: bytes) -> list[Effect]:
         Forbidden: the model policy refuses the model.
     """
     gateway = x.gateway
-    request = parse_json_object(body)
+    request, model_at = parse_request(body)
     client_model = request.get("model")
     alias = _alias_of(x, request)
     if alias is not None:  # the alias's first choice: no retries here (docs/routing.md)
@@ -425,7 +428,7 @@ def start_messages(x: Exchange, body: bytes) -> list[Effect]:
     if path is not None:
         return relay(x, provider, route.model, "POST",
                      provider.url(path) + _forwarded_query(x),
-                     with_model(body, request, route.model), stream=stream,
+                     with_model(body, request, route.model, model_at), stream=stream,
                      auth=_anthropic_auth(x, provider))
     chat = messages_to_chat(request, route.model)
     if stream and provider.spec.stream_usage:
@@ -447,13 +450,14 @@ def count_tokens(x: Exchange, body: bytes) -> list[Effect]:
             count (no provider's chat API counts tokens without generating).
         Forbidden: the model policy refuses the model.
     """
-    request = parse_json_object(body)
+    request, model_at = parse_request(body)
     route = route_request(x.gateway, request, x.query_param("provider"), "anthropic")
     provider = route.provider
     path = _served(provider, _messages_path, "token counting (the Messages API)")
     return relay(x, provider, route.model, "POST",
                  provider.url(path + "/count_tokens") + _forwarded_query(x),
-                 with_model(body, request, route.model), auth=_anthropic_auth(x, provider))
+                 with_model(body, request, route.model, model_at),
+                 auth=_anthropic_auth(x, provider))
 
 
 def _anthropic_upstream(status: int, body: bytes, provider: str,

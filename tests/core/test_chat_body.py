@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from igw_core.chat import _decode, _refuse_constant, plan_chat
+from igw_core.chat import _decode, _decode_members, _refuse_constant, parse_request, plan_chat
 from igw_core.config import load_settings
 from igw_core.gateway import Gateway
 
@@ -34,6 +34,8 @@ def chat_requests(draw: st.DrawFn) -> tuple[dict[str, Any], bytes]:
     }
     extra_keys = st.sampled_from(["temperature", "metadata", "x_extra", "user", "tools"])
     request.update(draw(st.dictionaries(extra_keys, json_values, max_size=3)))
+    if draw(st.booleans()):  # a "model" deeper down, spelled like the real one or not
+        request["metadata"] = {"model": draw(st.sampled_from([request["model"], "x"]))}
     if draw(st.booleans()):
         request["stream"] = draw(st.sampled_from([True, False, None]))
     choice = draw(st.integers(0, 3))
@@ -81,12 +83,27 @@ def test_plain_request_is_edited_in_place_not_reencoded() -> None:
                          b'"model" :  "gpt-4o"}')
 
 
-def test_a_second_model_key_falls_back_to_reencoding() -> None:
+def test_a_model_key_deeper_down_is_left_alone() -> None:
     body = (b'{"model":"openai/gpt-4o","metadata":{"model":"openai/gpt-4o"},'
             b'"messages":[]}')
-    sent = json.loads(plan_chat(GATEWAY, body, None).body)
-    assert sent["model"] == "gpt-4o"
-    assert sent["metadata"] == {"model": "openai/gpt-4o"}
+    assert plan_chat(GATEWAY, body, None).body == (
+        b'{"model":"gpt-4o","metadata":{"model":"openai/gpt-4o"},"messages":[]}')
+
+
+def test_a_model_key_given_twice_is_reencoded_into_one() -> None:
+    body = b'{"model":"openai/gpt-4o-mini","messages":[],"model":"openai/gpt-4o"}'
+    sent = plan_chat(GATEWAY, body, None).body
+    assert sent.count(b'"model"') == 1 and json.loads(sent)["model"] == "gpt-4o"
+
+
+def test_a_long_conversation_before_the_model_is_spliced_not_reencoded() -> None:
+    """The SDKs send ``messages`` first: the model is found where the parse met it, in a
+    body with multi-byte characters and escapes on both sides of it."""
+    content = '"h\\u00e9 \\"model\\": \u00e9\u20ac \U0001f600"'
+    messages = ('[{"role":"user","content":' + content + '}]').encode()
+    body = b'{ "messages" : ' + messages + b' ,\n "model":"openai\\/gpt-4o" , "n":1 }'
+    plan = plan_chat(GATEWAY, body, None)
+    assert plan.body == b'{ "messages" : ' + messages + b' ,\n "model":"gpt-4o" , "n":1 }'
 
 
 _JSON_SPACE = st.text(" \t\n\r", max_size=3)
@@ -121,3 +138,72 @@ def test_the_request_decoder_is_jsondecoder_decode(text: str) -> None:
 
     expected = outcome(json.JSONDecoder(parse_constant=_refuse_constant).decode)
     assert outcome(_decode) == expected
+
+
+_OBJECT_MEMBER = st.tuples(
+    st.sampled_from(["model", "messages", "m", "x", 'mo"del']), json_values,
+)
+
+
+@st.composite
+def object_texts(draw: st.DrawFn) -> str:
+    """A JSON object's text with any spacing, keys that may repeat, and sometimes a flaw."""
+    space = draw(_JSON_SPACE)
+    members = draw(st.lists(_OBJECT_MEMBER, max_size=4))
+    ascii_only = draw(st.booleans())
+    parts = [space.join([json.dumps(key, ensure_ascii=ascii_only), ":",
+                         json.dumps(value, ensure_ascii=ascii_only)])
+             for key, value in members]
+    text = draw(_JSON_SPACE) + "{" + space + ("," + space).join(parts) + space + "}"
+    flaw = draw(st.integers(0, 5))
+    if flaw == 1 and parts:
+        text = text.replace(",", ",,", 1) if "," in text else text[:-1] + ",}"
+    elif flaw == 2:
+        text = text[:draw(st.integers(0, len(text)))]
+    elif flaw == 3:
+        text += draw(st.sampled_from(["x", "}", ",", "  "]))
+    elif flaw == 4:
+        text = text.replace(":", "", 1)
+    return text
+
+
+@given(object_texts() | json_texts())
+def test_member_by_member_parsing_is_the_decoder_and_finds_the_one_top_level_model(
+    text: str,
+) -> None:
+    def outcome(decode: Any) -> tuple[str, Any]:
+        try:
+            return "value", decode(text)
+        except ValueError as error:
+            return "refused", str(error)
+
+    expected = outcome(_decode)
+    got = outcome(_decode_members)
+    assert got[0] == expected[0]
+    if got[0] == "refused":
+        assert got[1] == expected[1]
+        return
+    value, start, end = got[1]
+    assert value == expected[1]
+    if start >= 0:
+        assert isinstance(value, dict)
+        assert json.loads(text[start:end]) == value["model"]
+        assert text[:start].rstrip().endswith(":")
+        assert text.count('"model"') >= 1
+
+
+@given(st.text(max_size=30), st.text(min_size=1, max_size=12), st.text(max_size=30),
+       st.booleans(), st.booleans())
+def test_the_model_span_holds_the_model_in_the_bytes(
+    before: str, model: str, after: str, ascii_only: bool, model_first: bool,
+) -> None:
+    members = {"messages": [{"role": "user", "content": before}], "model": model,
+               "user": after}
+    if model_first:
+        members = {"model": model, **members}
+    body = json.dumps(members, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    request, span = parse_request(body)
+    assert request == json.loads(body)
+    assert span is not None
+    start, end = span
+    assert json.loads(body[start:end]) == model
