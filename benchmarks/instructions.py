@@ -15,7 +15,7 @@ divides by the requests wrk completed.
 
 Usage::
 
-    python benchmarks/instructions.py [--target igw|floor] [--scenario chat|stream|proxy]
+    python benchmarks/instructions.py [--target igw|floor] [--scenario chat|stream|proxy|long]
                                       [--connections 1|N] [--requests 300] [--tree PATH]
                                       [--pure]
 
@@ -153,7 +153,8 @@ def control(pid: int, *args: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="user-space instructions per request")
     parser.add_argument("--target", choices=("igw", "floor"), default="igw")
-    parser.add_argument("--scenario", choices=("chat", "stream", "proxy"), default="chat")
+    parser.add_argument("--scenario", choices=("chat", "stream", "proxy", "long"),
+                        default="chat")
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--requests", type=int, default=300,
                         help="measured requests at one connection; default 300")
@@ -181,7 +182,7 @@ def main() -> None:
         os.sched_setaffinity(0, {cpus[1]})  # this process, the mock and wrk
     run.RESULTS.mkdir(parents=True, exist_ok=True)
     _, request = run.scenario_requests(args.scenario)
-    if args.target == "floor" and args.scenario != "chat":
+    if args.target == "floor" and args.scenario not in ("chat", "long"):
         _, request = run.scenario_requests("chat")
     with tempfile.TemporaryDirectory(prefix="igw-instructions-") as scratch_dir:
         scratch = Path(scratch_dir)

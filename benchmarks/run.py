@@ -4,7 +4,8 @@ Starts ``benchmarks/upstream.py`` (a fast mock OpenAI provider), then the target
 ``nginx`` as a ``proxy_pass`` with upstream keep-alive (when installed), the floor relay
 ``benchmarks/floor.py`` on asyncio and on uvloop, igw standalone on each parser/loop
 combination it supports, and the ASGI app under uvicorn (uvloop + httptools). For each
-scenario (non-streaming chat, streaming chat, ``/proxy``, one connection) it measures the
+scenario (non-streaming chat, streaming chat, ``/proxy``, one connection, a long
+conversation) it measures the
 mock alone (``direct``) and every target in turn, each target pinned to the same core, and
 prints markdown tables: RPS, p50/p99, errors, peak RSS, server CPU, and each igw row's ratio
 to the floor and to nginx. Results also go to ``benchmarks/results/latest.json``.
@@ -20,7 +21,8 @@ Usage::
     python benchmarks/run.py [--duration 3] [--rounds 3] [--connections 64]
                              [--tool auto|wrk|python]
                              [--only nginx,floor,standalone,asgi]
-                             [--scenarios chat,stream,proxy,single] [--extra rss,workers]
+                             [--scenarios chat,stream,proxy,single,long]
+                             [--extra rss,workers]
 
 The load comes from ``wrk`` when installed, otherwise from the bundled
 ``benchmarks/loadgen.py``; either runs in its own process. Every child process is
@@ -62,7 +64,7 @@ API_KEY = "sk-bench"
 GROUPS = ("nginx", "floor", "standalone", "asgi")
 #: The row of igw's production defaults, which ``--baseline`` is compared with.
 _PRODUCTION = "igw-httptools-uvloop"
-SCENARIOS = ("chat", "stream", "proxy", "single")
+SCENARIOS = ("chat", "stream", "proxy", "single", "long")
 EXTRAS = ("rss", "workers")
 #: ``data:`` events the mock streams before ``data: [DONE]``.
 STREAM_EVENTS = 12
@@ -75,6 +77,13 @@ _BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV",
 _INSTALL = "apt-get update && apt-get install -y nginx-light wrk"
 
 _MESSAGES = [{"role": "user", "content": "Say hello in one short sentence."}]
+#: The ``long`` scenario's conversation: 24 turns of about 1 KB, some of it outside ASCII.
+_CONVERSATION = [
+    {"role": "user" if turn % 2 == 0 else "assistant",
+     "content": f"Turn {turn}: " + "The quick brown fox jumps over the lazy dog. " * 21
+     + "Grüße, ¿qué tal? 東京 🚀"}
+    for turn in range(24)
+]
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,12 @@ def _body(model: str, *, stream: bool) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+def _long_body(model: str) -> bytes:
+    # As the OpenAI SDK writes it: messages first, UTF-8 rather than \u escapes.
+    obj = {"messages": _CONVERSATION, "model": model}
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def scenario_requests(scenario: str) -> tuple[Request, Request]:
     """Return (request to the upstream directly, request to every other target).
 
@@ -147,6 +162,9 @@ def scenario_requests(scenario: str) -> tuple[Request, Request]:
     if scenario == "proxy":
         direct = Request("/v1/chat/completions", _body("gpt-4o-mini", stream=False), False)
         return direct, Request("/proxy/openai/v1/chat/completions", direct.body, False)
+    if scenario == "long":
+        return (Request("/v1/chat/completions", _long_body("gpt-4o-mini"), False),
+                Request("/v1/chat/completions", _long_body("openai/gpt-4o-mini"), False))
     raise ValueError(f"unknown scenario {scenario!r}")
 
 
@@ -550,7 +568,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(GROUPS),
                         help="targets besides direct: nginx,floor,standalone,asgi")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="scenarios: chat,stream,proxy,single")
+                        help="scenarios: chat,stream,proxy,single,long")
     parser.add_argument("--extra", default="",
                         help="extra rows, off by default: rss (a chat row at "
                              "--rss-connections) and/or workers (--workers 2 vs 1, unpinned)")
