@@ -281,6 +281,9 @@ error_log {directory}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    # Request bodies stay in memory: the worker may not write the temp path (nginx run as
+    # root drops its workers to nobody), and a file write per request is not the relay.
+    client_body_buffer_size 1m;
     client_body_temp_path {directory}/tmp/body;
     proxy_temp_path {directory}/tmp/proxy;
     fastcgi_temp_path {directory}/tmp/fastcgi;
