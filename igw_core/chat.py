@@ -287,6 +287,9 @@ def _skip_space(body: bytes, at: int) -> int:
 
 
 _USAGE_MEMBER = b'"stream_options":{"include_usage":true},'
+#: Bodies over this size are spliced from views of the client's bytes, not copies of them
+#: (compiled, two views cost about 2,500 instructions more than two small slices).
+_VIEWED = 8 * 1024
 
 
 def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool,
@@ -300,8 +303,7 @@ def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool,
     directly by the model spelled as JSON encodes it. Returns ``None`` otherwise
     (re-encode instead).
     """
-    # Positions are found without copying the body (it may be a long conversation):
-    # one copy is made, by the join.
+    # Positions are found without copying the body (it may be a long conversation).
     if new_model != model:
         if model_at is not None:
             start, end = model_at
@@ -309,8 +311,12 @@ def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool,
             start, end = _model_value(body, model)
             if start < 0:
                 return None
-        body = b"".join((body[:start], encode_basestring_ascii(new_model).encode(),
-                         body[end:]))
+        spelled = encode_basestring_ascii(new_model).encode()
+        if len(body) > _VIEWED:  # the pieces around the model as views: one copy, the join's
+            view = memoryview(body)
+            body = b"".join((view[:start], spelled, view[end:]))
+        else:
+            body = b"".join((body[:start], spelled, body[end:]))
     if add_usage:
         start = _skip_space(body, 0)
         if body[start:start + 1] != b"{":

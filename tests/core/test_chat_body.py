@@ -6,6 +6,7 @@ import json
 import random
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,11 +97,13 @@ def test_a_model_key_given_twice_is_reencoded_into_one() -> None:
     assert sent.count(b'"model"') == 1 and json.loads(sent)["model"] == "gpt-4o"
 
 
-def test_a_long_conversation_before_the_model_is_spliced_not_reencoded() -> None:
+@pytest.mark.parametrize("turns", [1, 400], ids=["short", "over-8-KB"])
+def test_a_long_conversation_before_the_model_is_spliced_not_reencoded(turns: int) -> None:
     """The SDKs send ``messages`` first: the model is found where the parse met it, in a
     body with multi-byte characters and escapes on both sides of it."""
     content = '"h\\u00e9 \\"model\\": \u00e9\u20ac \U0001f600"'
-    messages = ('[{"role":"user","content":' + content + '}]').encode()
+    turn = '{"role":"user","content":' + content + '}'
+    messages = ("[" + ",".join([turn] * turns) + "]").encode()
     body = b'{ "messages" : ' + messages + b' ,\n "model":"openai\\/gpt-4o" , "n":1 }'
     plan = plan_chat(GATEWAY, body, None)
     assert plan.body == b'{ "messages" : ' + messages + b' ,\n "model":"gpt-4o" , "n":1 }'

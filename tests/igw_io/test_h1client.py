@@ -269,9 +269,12 @@ async def test_a_response_released_before_its_end_closes_its_connection(
 
 
 @pytest.mark.anyio
-async def test_a_large_request_body_is_written_whole(parser: str, mock: MockProvider) -> None:
+@pytest.mark.parametrize("size", [10 * 2**10, 40 * 2**10, 3 * 2**20],
+                         ids=["joined-to-the-head", "beside-the-head", "in-slices"])
+async def test_a_large_request_body_is_written_whole(parser: str, mock: MockProvider,
+                                                     size: int) -> None:
     client = client_for(parser)
-    text = "x" * (3 * 2**20)
+    text = "x" * size
     status, data = await fetch(client, mock, chat(text=text))
     assert status == 200
     assert mock.chat_requests[-1].json["messages"][0]["content"] == text
