@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import ipaddress
 import json
 import os
@@ -578,6 +579,33 @@ async def test_tls_with_a_trusted_ca_and_keep_alive(parser: str, tmp_path: Path)
         assert caught.value.reason is FailureReason.UNREACHABLE
         assert "CERTIFICATE_VERIFY_FAILED" in caught.value.detail
         strict.close()
+
+
+async def _digest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while request := await read_request(reader):
+        body = request.partition(b"\r\n\r\n")[2]
+        answer = hashlib.sha256(body).hexdigest().encode()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
+        await writer.drain()
+
+
+@pytest.mark.anyio
+async def test_bodies_of_every_size_arrive_whole_over_tls(parser: str, tmp_path: Path) -> None:
+    """Joined to the head, beside it, or in slices: what a TLS transport is handed is sent
+    whole and in order, on one kept-alive connection."""
+    ca, cert, key = _certificates(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    async with serve(_digest, context) as (url, accepted):
+        client = H1Client(asyncio.get_running_loop(), parser=parser, head_timeout=10,
+                          ssl_context=ssl.create_default_context(cafile=str(ca)))
+        for size in (0, 10 * 2**10, 40 * 2**10, 300 * 2**10):
+            body = bytes(range(256)) * (size // 256)
+            response = await client.open("POST", url + "/", [(b"a", b"b")], body)
+            assert await response.read(100) == hashlib.sha256(body).hexdigest().encode()
+            await response.aclose()
+        assert len(accepted) == 1
+        client.close()
 
 
 _CLIENT_SCRIPT = """
