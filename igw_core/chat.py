@@ -65,8 +65,9 @@ def parse_request(body: bytes) -> tuple[dict[str, Any], Span | None]:
     """Parse a request body that must be a JSON object, and find its ``model`` value.
 
     The span is ``None`` when the object has no ``model`` member, names it more than
-    once, or is not UTF-8. With it, renaming the model is a splice of the client's
-    bytes, whatever the size of the conversation around it (see :func:`with_model`).
+    once, or is not UTF-8 (with or without a byte-order mark). With it, renaming the
+    model is a splice of the client's bytes, whatever the size of the conversation
+    around it (see :func:`with_model`).
 
     Raises:
         BadRequest: the body is not valid UTF-8 JSON, or not an object.
@@ -77,7 +78,8 @@ def parse_request(body: bytes) -> tuple[dict[str, Any], Span | None]:
         encoding = ("utf-8" if body[:1] == b"{" and body[1:2] != b"\x00"
                     else json.detect_encoding(body))
         text = body.decode(encoding, "surrogatepass")
-        if encoding == "utf-8":
+        mark = 3 if encoding == "utf-8-sig" else 0  # the BOM decoding dropped
+        if encoding == "utf-8" or mark:
             parsed, start, end = _decode_members(text)
         else:
             parsed, start, end = _decode(text), -1, -1
@@ -85,17 +87,18 @@ def parse_request(body: bytes) -> tuple[dict[str, Any], Span | None]:
         raise BadRequest(f"malformed JSON in request body: {exc}", code="invalid_json") from None
     if not isinstance(parsed, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
-    return parsed, (None if start < 0 else _byte_span(body, text, start, end))
+    return parsed, (None if start < 0 else _byte_span(body, mark, text, start, end))
 
 
-def _byte_span(body: bytes, text: str, start: int, end: int) -> Span:
+def _byte_span(body: bytes, mark: int, text: str, start: int, end: int) -> Span:
     """Return the byte offsets in ``body`` of ``text[start:end]`` (``text`` is ``body``
-    decoded from UTF-8), encoding the shorter of the two sides around it."""
-    if len(body) == len(text):  # ASCII: a byte per character
-        return start, end
+    decoded from UTF-8 after its first ``mark`` bytes), encoding the shorter of the two
+    sides around it."""
+    if len(body) - mark == len(text):  # ASCII: a byte per character
+        return mark + start, mark + end
     size = len(text[start:end].encode("utf-8", "surrogatepass"))
     if start <= len(text) - end:
-        first = len(text[:start].encode("utf-8", "surrogatepass"))
+        first = mark + len(text[:start].encode("utf-8", "surrogatepass"))
         return first, first + size
     last = len(body) - len(text[end:].encode("utf-8", "surrogatepass"))
     return last - size, last
@@ -203,12 +206,12 @@ def route_request(
 
 
 def with_model(body: bytes, request: dict[str, Any], model: str,
-               model_at: Span | None = None) -> bytes:
+               model_at: Span | None) -> bytes:
     """Return ``body`` (whose parse is ``request``) with its ``model`` set to ``model``.
 
-    The client's bytes are edited in place when that is certain to be right, else
-    ``request`` is re-encoded (and its ``model`` set). ``model_at`` is where
-    :func:`parse_request` found the model's value.
+    The client's bytes are edited in place where :func:`parse_request` found the
+    model's value (``model_at``); without it ``request`` is re-encoded (and its
+    ``model`` set).
 
     Raises:
         BadRequest: re-encoding meets a number JSON cannot carry.
@@ -270,9 +273,6 @@ def plan_chat(gateway: Gateway, body: bytes, provider_param: str | None, *,
     return ChatPlan(route, stream, request, body)
 
 
-_MODEL_KEY = b'"model"'
-
-
 def _skip_space(body: bytes, at: int) -> int:
     """Return the index of the first byte at or after ``at`` that is not JSON whitespace.
 
@@ -293,24 +293,18 @@ _VIEWED = 8 * 1024
 
 
 def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool,
-                   model_at: Span | None = None) -> bytes | None:
+                   model_at: Span | None) -> bytes | None:
     """Return the client's bytes with ``model`` renamed and a usage request added.
 
     Re-encoding a large conversation costs more than the rest of the request's
-    handling, so the two edits are made in the bytes when that is certain to be
-    right: where :func:`parse_request` found the top-level model's value
-    (``model_at``), or else where the ``"model"`` key appears once and is followed
-    directly by the model spelled as JSON encodes it. Returns ``None`` otherwise
-    (re-encode instead).
+    handling, so the two edits are made in the bytes: the model where
+    :func:`parse_request` found its value (``model_at``). Returns ``None`` when it
+    found none and the model changes (re-encode instead).
     """
-    # Positions are found without copying the body (it may be a long conversation).
     if new_model != model:
-        if model_at is not None:
-            start, end = model_at
-        else:
-            start, end = _model_value(body, model)
-            if start < 0:
-                return None
+        if model_at is None:
+            return None
+        start, end = model_at
         spelled = encode_basestring_ascii(new_model).encode()
         if len(body) > _VIEWED:  # the pieces around the model as views: one copy, the join's
             view = memoryview(body)
@@ -323,23 +317,6 @@ def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool,
             return None
         body = b"".join((body[:start + 1], _USAGE_MEMBER, body[start + 1:]))
     return body
-
-
-def _model_value(body: bytes, model: str) -> Span:
-    """Return where the ``"model"`` member's value ``model`` lies in ``body``, found by
-    search: ``(-1, -1)`` unless the key appears once, followed by the model spelled as
-    JSON encodes it (a full scan of the body)."""
-    key = body.find(_MODEL_KEY)
-    if key == -1 or body.find(_MODEL_KEY, key + 1) != -1:  # not exactly once
-        return -1, -1
-    colon = _skip_space(body, key + len(_MODEL_KEY))
-    if body[colon:colon + 1] != b":":
-        return -1, -1
-    at = _skip_space(body, colon + 1)
-    old = encode_basestring_ascii(model).encode()  # json.dumps(model), without its setup
-    if not body.startswith(old, at):
-        return -1, -1
-    return at, at + len(old)
 
 
 def encode_request(request: dict[str, Any]) -> bytes:

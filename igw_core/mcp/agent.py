@@ -7,13 +7,12 @@ MCP tools apply. It turns :class:`~igw_core.mcp.loop.AgentLoop` decisions into
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from igw_core import headers as hdrs
-from igw_core.chat import with_model
+from igw_core.chat import parse_request, with_model
 from igw_core.effects import (
     CallProvider,
     CallTool,
@@ -295,7 +294,8 @@ class AgentRun(Flow):
         provider, url, headers, model = self._retarget(choice)
         self.provider = self.upstream = provider
         self.url, self.headers, self.model = url, headers, model
-        body = with_model(self._round_body, json.loads(self._round_body), model)
+        request, model_at = parse_request(self._round_body)
+        body = with_model(self._round_body, request, model, model_at)
         return CallProvider(call, provider.id, "POST", url, headers, body,
                             head_timeout=choice.timeout)
 

@@ -196,15 +196,17 @@ def test_member_by_member_parsing_is_the_decoder_and_finds_the_one_top_level_mod
 
 
 @given(st.text(max_size=30), st.text(min_size=1, max_size=12), st.text(max_size=30),
-       st.booleans(), st.booleans())
+       st.booleans(), st.booleans(), st.booleans())
 def test_the_model_span_holds_the_model_in_the_bytes(
-    before: str, model: str, after: str, ascii_only: bool, model_first: bool,
+    before: str, model: str, after: str, ascii_only: bool, model_first: bool, bom: bool,
 ) -> None:
     members = {"messages": [{"role": "user", "content": before}], "model": model,
                "user": after}
     if model_first:
         members = {"model": model, **members}
     body = json.dumps(members, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if bom:
+        body = b"\xef\xbb\xbf" + body
     request, span = parse_request(body)
     assert request == json.loads(body)
     assert span is not None
