@@ -11,7 +11,7 @@ import json.decoder
 import json.scanner
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, Final
 
 from igw_core.errors import BadRequest
 from igw_core.gateway import Gateway
@@ -49,11 +49,11 @@ def _refuse_constant(name: str) -> Any:
 #: The C scanner behind ``json.loads``, called directly: JSONDecoder.decode around it is two
 #: Python frames and two regex matches per request.
 #: (typeshed wants another scanner as the context; json.decoder passes a decoder, as here.)
-_SCAN = json.scanner.make_scanner(
+_SCAN: Final = json.scanner.make_scanner(
     json.JSONDecoder(parse_constant=_refuse_constant))  # type: ignore[arg-type]
 #: The string scanner json.decoder parses object keys with (C where there is C; typeshed
 #: does not list it).
-_SCAN_STRING = json.decoder.scanstring  # type: ignore[attr-defined]
+_SCAN_STRING: Final = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
 #: Where a request's top-level ``model`` value lies in its body: byte offsets of the JSON
@@ -286,10 +286,10 @@ def _skip_space(body: bytes, at: int) -> int:
     return at
 
 
-_USAGE_MEMBER = b'"stream_options":{"include_usage":true},'
+_USAGE_MEMBER: Final = b'"stream_options":{"include_usage":true},'
 #: Bodies over this size are spliced from views of the client's bytes, not copies of them
 #: (compiled, two views cost about 2,500 instructions more than two small slices).
-_VIEWED = 8 * 1024
+_VIEWED: Final = 8 * 1024
 
 
 def _edit_in_place(body: bytes, model: str, new_model: str, *, add_usage: bool,

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_plus
 
 from igw_core import headers as hdrs
@@ -53,7 +53,7 @@ from igw_core.vision import check_vision
 if TYPE_CHECKING:
     from igw_core.exchange import Exchange
 
-log = logging.getLogger("igw.exchange")
+log: Final = logging.getLogger("igw.exchange")
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,7 +480,7 @@ def _is_anthropic_error(body: bytes) -> bool:
 #: Anthropic's error shape, which Anthropic SDKs show.
 ANTHROPIC_ERRORS = ErrorShape(lambda error: anthropic_error(error.status, error.message),
                               _anthropic_upstream)
-_ANTHROPIC_PASSED = frozenset({b"anthropic-version", b"anthropic-beta"})
+_ANTHROPIC_PASSED: Final = frozenset({b"anthropic-version", b"anthropic-beta"})
 
 
 # -- /proxy --------------------------------------------------------------------------------
@@ -575,12 +575,12 @@ def no_route(x: Exchange) -> list[Effect]:
 
 # -- the table -----------------------------------------------------------------------------
 
-_MODEL_PREFIX = "/v1/models/"
+_MODEL_PREFIX: Final = "/v1/models/"
 _GET = ("GET",)
 _POST = ("POST",)
-_RESPONSES = "/v1/responses"
+_RESPONSES: Final = "/v1/responses"
 #: Routes matched by the whole path.
-EXACT: dict[str, Endpoint] = {
+EXACT: Final[dict[str, Endpoint]] = {
     "/v1/chat/completions": Endpoint("/v1/chat/completions", _POST, True, on_body=start_chat),
     "/v1/embeddings": Endpoint("/v1/embeddings", _POST, True, on_body=start_embeddings),
     _RESPONSES: Endpoint(_RESPONSES, _POST, True, on_body=start_response),
@@ -592,10 +592,10 @@ EXACT: dict[str, Endpoint] = {
     "/v1/mcp/tools": Endpoint("/v1/mcp/tools", _GET, False, on_head=list_tools),
     "/openapi.json": Endpoint("/openapi.json", _GET, False, on_head=openapi_document),
 }
-_MODEL = Endpoint("/v1/models", _GET, True, on_head=get_model)
-_RESPONSE = Endpoint(_RESPONSES, ("GET", "POST", "DELETE"), True, on_body=response_resource)
-_PROXY = Endpoint("/proxy", None, False, on_head=check_proxy, on_body=start_proxy)
-_NOT_FOUND = Endpoint("other", None, False, on_head=no_route)
+_MODEL: Final = Endpoint("/v1/models", _GET, True, on_head=get_model)
+_RESPONSE: Final = Endpoint(_RESPONSES, ("GET", "POST", "DELETE"), True, on_body=response_resource)
+_PROXY: Final = Endpoint("/proxy", None, False, on_head=check_proxy, on_body=start_proxy)
+_NOT_FOUND: Final = Endpoint("other", None, False, on_head=no_route)
 
 
 def refusal_for(gateway: Gateway, path: str, error: GatewayError) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote_plus
 
 from igw_core import headers as hdrs
@@ -71,9 +71,9 @@ class State(TableState):
     DONE = "done"  # Report emitted; nothing more happens
 
 
-_MAX_REQUEST_ID = 128
+_MAX_REQUEST_ID: Final = 128
 #: On a refusal after which the connection cannot be trusted to frame another request.
-_CLOSE = (("connection", "close"),)
+_CLOSE: Final = (("connection", "close"),)
 
 
 def request_id_of(head: RequestHead) -> str:
@@ -398,22 +398,22 @@ def _ready(x: Exchange) -> list[Effect]:
 
 
 #: Liveness and readiness, answered before auth.
-_PROBES = {
+_PROBES: Final = {
     "/health": Endpoint("/health", ("GET",), False, on_head=_health),
     "/ready": Endpoint("/ready", ("GET",), False, on_head=_ready),
 }
-_NO_HEAD = RequestHead("", "", "", (), 0.0)
+_NO_HEAD: Final = RequestHead("", "", "", (), 0.0)
 #: The event types that carry a clock reading (``now``). A set, not ``getattr`` with a
 #: default: a miss on a slotted instance raises and formats an AttributeError inside.
-_TIMED = frozenset(kind for kind in Event.__subclasses__()
+_TIMED: Final = frozenset(kind for kind in Event.__subclasses__()
                    if "now" in getattr(kind, "__dataclass_fields__", ()))
-_NOT_ROUTED = Endpoint("other", None, False)
+_NOT_ROUTED: Final = Endpoint("other", None, False)
 _Handler = Callable[[Exchange, Any], list[Effect]]
 _E = Exchange
 #: (state, event type) -> (handler, next state); ``None``: the handler moves on itself,
 #: to AWAITING_KEYS, READING_BODY, FLOWING or DONE as the request turns out. In FLOWING
 #: every event goes to the flow; ClientGone is accepted in every state but DONE.
-TRANSITIONS: dict[tuple[State, type[Event]], tuple[_Handler, State | None]] = {
+TRANSITIONS: Final[dict[tuple[State, type[Event]], tuple[_Handler, State | None]]] = {
     (State.IDLE, RequestHead): (_E._on_head, None),
     (State.AWAITING_KEYS, KeysRefreshed): (_E._on_keys, None),
     (State.READING_BODY, RequestData): (_E._on_body_data, State.READING_BODY),

@@ -6,10 +6,12 @@ directions and each side frames its own messages.
 
 from __future__ import annotations
 
+from typing import Final
+
 from igw_core.events import Headers
 
 #: Dropped from every relayed request and response (RFC 9110 §7.6.1 plus framing).
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, Final, TypeGuard
 
 from igw_core.errors import BadRequest
 from igw_core.report import Usage
@@ -37,7 +37,7 @@ from igw_core.usage import usage_from_object
 
 # --- errors ---------------------------------------------------------------------------
 
-_ERROR_TYPES = {
+_ERROR_TYPES: Final = {
     400: "invalid_request_error",
     401: "authentication_error",
     402: "billing_error",
@@ -301,7 +301,7 @@ _ASSISTANT_BLOCKS: dict[str, _BlockRule] = {
     "thinking": _drop_block,
     "redacted_thinking": _drop_block,
 }
-_ROLES: dict[str, tuple[dict[str, _BlockRule], Callable[[_Turn], list[dict[str, Any]]]]] = {
+_ROLES: Final[dict[str, tuple[dict[str, _BlockRule], Callable[[_Turn], list[dict[str, Any]]]]]] = {
     "user": (_USER_BLOCKS, _user_messages),
     "assistant": (_ASSISTANT_BLOCKS, _assistant_messages),
 }
@@ -332,7 +332,7 @@ def _same_name(name: str) -> Callable[[Any, dict[str, Any]], None]:
     return copy
 
 
-_PARAMETERS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+_PARAMETERS: Final[dict[str, Callable[[Any, dict[str, Any]], None]]] = {
     "stop_sequences": _stop_sequences,
     "temperature": _same_name("temperature"),
     "top_p": _same_name("top_p"),
@@ -388,7 +388,7 @@ def _named_tool(choice: dict[str, Any]) -> Any:
     return {"type": "function", "function": {"name": name}}
 
 
-_TOOL_CHOICES: dict[str, Callable[[dict[str, Any]], Any]] = {
+_TOOL_CHOICES: Final[dict[str, Callable[[dict[str, Any]], Any]]] = {
     "auto": lambda choice: "auto",
     "any": lambda choice: "required",
     "none": lambda choice: "none",
@@ -398,7 +398,7 @@ _TOOL_CHOICES: dict[str, Callable[[dict[str, Any]], Any]] = {
 
 # --- answers --------------------------------------------------------------------------
 
-_STOP_REASONS = {
+_STOP_REASONS: Final = {
     "stop": "end_turn",
     "length": "max_tokens",
     "tool_calls": "tool_use",

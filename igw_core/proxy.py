@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Final
 from urllib.parse import urlsplit
 
 from igw_core.events import Headers
 from igw_core.headers import CLIENT_CREDENTIALS, end_to_end
 from igw_core.providers import Provider
 
-PREFIX = "/proxy/"
+PREFIX: Final = "/proxy/"
 
 
 def split_proxy_path(path: str) -> tuple[str, str]:

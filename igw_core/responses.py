@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from igw_core.effects import Effect, SendData, SendEnd, SendHead
 from igw_core.errors import GatewayError
 from igw_core.redact import scrub_bytes
 
-JSON_TYPE = (b"content-type", b"application/json")
+JSON_TYPE: Final = (b"content-type", b"application/json")
 
 
 def json_bytes(obj: Any) -> bytes:

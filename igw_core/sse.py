@@ -8,8 +8,9 @@ same events however the stream is split into chunks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-_BOM = b"\xef\xbb\xbf"
+_BOM: Final = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,13 @@ parses JSON per chunk.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
 from igw_core.report import Usage
 
-_USAGE_KEY = b'"usage"'
-_TAIL = 16384
-_DONE = b"data: [DONE]"
+_USAGE_KEY: Final = b'"usage"'
+_TAIL: Final = 16384
+_DONE: Final = b"data: [DONE]"
 
 
 def usage_from_object(obj: Any) -> Usage | None:
@@ -46,7 +46,7 @@ def usage_from_object(obj: Any) -> Usage | None:
     return Usage(prompt, completion, total)
 
 
-_DECODER = json.JSONDecoder()
+_DECODER: Final = json.JSONDecoder()
 
 
 def usage_from_body(body: bytes, *, first: bool = False) -> Usage | None:

@@ -8,15 +8,15 @@ takes 0.7 µs where three byte searches for a hint of an image took 18 µs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from igw_core.errors import BadRequest
 
 # Content-part types that carry an image in the OpenAI and Responses formats.
-_IMAGE_PART_TYPES = frozenset({"image_url", "image", "input_image"})
+_IMAGE_PART_TYPES: Final = frozenset({"image_url", "image", "input_image"})
 
 #: Models known to accept text only, by lower-case name prefix.
-TEXT_ONLY_MODEL_PREFIXES: tuple[str, ...] = (
+TEXT_ONLY_MODEL_PREFIXES: Final[tuple[str, ...]] = (
     "gpt-3.5",
     "gpt-4-0613",
     "gpt-4-0314",
@@ -33,7 +33,7 @@ TEXT_ONLY_MODEL_PREFIXES: tuple[str, ...] = (
     "codestral",
     "command-r",
 )
-_TEXT_ONLY_EXACT = frozenset({"gpt-4", "gpt-4-32k", "o1-mini", "o3-mini"})
+_TEXT_ONLY_EXACT: Final = frozenset({"gpt-4", "gpt-4-32k", "o1-mini", "o3-mini"})
 
 
 def _part_is_image(part: Any) -> bool:

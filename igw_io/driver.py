@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from igw_core.events import RequestHead
 from igw_core.exchange import Exchange
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from igw_io.mcp import MCPManager
     from igw_io.oidc import OIDCKeys
 
-log = logging.getLogger("igw.driver")
+log: Final = logging.getLogger("igw.driver")
 
 
 def _never() -> bool:

@@ -16,7 +16,7 @@ import os
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 from igw_core.events import FailureReason
@@ -25,20 +25,20 @@ from igw_io.response_parsers import ResponseParseError, make_parser, resolve_par
 __all__ = ["ClientResponse", "H1Client", "UpstreamFailure", "default_ssl_context"]
 
 #: Unread body bytes above which the connection stops reading; it resumes below the low mark.
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+HIGH_WATER: Final = 256 * 1024
+LOW_WATER: Final = 64 * 1024
 #: Bodies up to this size go out in the same write as the head, joined to it.
-_JOIN_LIMIT = 16 * 1024
+_JOIN_LIMIT: Final = 16 * 1024
 #: Bodies up to this size go out in the same write as the head, beside it: one writev on
 #: uvloop, instead of a copy of the body.
-_BESIDE_LIMIT = 64 * 1024
+_BESIDE_LIMIT: Final = 64 * 1024
 #: Larger bodies are written in slices of this size, waiting for the socket to drain.
-_WRITE_SLICE = 256 * 1024
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_WRITE_SLICE: Final = 256 * 1024
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 #: Seconds idle connections over the idle limits wait for reuse before they are closed.
 SURPLUS_GRACE = 1.0
 #: URLs and origins remembered (parsing them is most of a request's URL work).
-_MAX_CACHED = 1024
+_MAX_CACHED: Final = 1024
 
 
 class UpstreamFailure(Exception):
@@ -95,8 +95,12 @@ class _Phase(enum.Enum):
     CLOSED = "closed"
 
 
-_IDLE, _WAITING, _BODY, _DONE, _FAILED, _CLOSED = (
-    _Phase.IDLE, _Phase.WAITING, _Phase.BODY, _Phase.DONE, _Phase.FAILED, _Phase.CLOSED)
+_IDLE: Final = _Phase.IDLE
+_WAITING: Final = _Phase.WAITING
+_BODY: Final = _Phase.BODY
+_DONE: Final = _Phase.DONE
+_FAILED: Final = _Phase.FAILED
+_CLOSED: Final = _Phase.CLOSED
 
 
 class _Origin:

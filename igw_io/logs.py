@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, Final
 
 from igw_core.config import Settings
 from igw_core.redact import scrub
@@ -24,7 +24,7 @@ from igw_core.report import ExchangeRecord
 from igw_io.loops import running_loop
 
 #: The id of the request being served by the current task ("" outside a request).
-current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+current_request_id: Final[contextvars.ContextVar[str]] = contextvars.ContextVar(
     "igw_request_id", default=""
 )
 
@@ -51,7 +51,7 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
+_STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
     "message", "asctime", "taskName"
 }
 
@@ -148,7 +148,7 @@ def _hundredths_ms(seconds: float) -> int:
 
 #: The digits after the point of a duration's hundredths, as ``repr`` of the float writes
 #: them: 0 -> "0", 5 -> "05", 10 -> "1", 25 -> "25".
-_FRACTIONS = ["0"] + [str(100 + n)[1:].rstrip("0") for n in range(1, 100)]
+_FRACTIONS: Final = ["0"] + [str(100 + n)[1:].rstrip("0") for n in range(1, 100)]
 
 
 def access_fields(record: ExchangeRecord) -> dict[str, Any]:

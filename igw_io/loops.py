@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Final
 
-_last: asyncio.AbstractEventLoop | None = None
-_last_thread = 0
+
+class _Last:
+    """The loop found last and the thread it ran in (an object: compiled, its attributes
+    are read directly, where module globals are dictionary lookups)."""
+
+    __slots__ = ("loop", "thread")
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = 0
+
+
+_last: Final = _Last()
+_get_ident: Final = threading.get_ident
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -18,11 +31,11 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
     a thread runs one loop at a time, so it is the caller's. A forked child's inherited
     loop is not running, so the child asks asyncio afresh.
     """
-    global _last, _last_thread
-    loop = _last
-    if loop is not None and loop.is_running() and _last_thread == threading.get_ident():
+    last = _last
+    loop = last.loop
+    if loop is not None and loop.is_running() and last.thread == _get_ident():
         return loop
     loop = asyncio._get_running_loop()
     if loop is not None:
-        _last, _last_thread = loop, threading.get_ident()
+        last.loop, last.thread = loop, _get_ident()
     return loop

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from igw_core.effects import (
     Abort,
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from igw_io.mcp import MCPManager
     from igw_io.oidc import OIDCKeys
 
-log = logging.getLogger("igw.driver")
+log: Final = logging.getLogger("igw.driver")
 
 
 class Run:
@@ -306,7 +306,7 @@ class Run:
 
 
 #: How each effect is performed; CallProvider(buffer=True) and CallTool run in parallel.
-_PERFORM: dict[type[Effect], Callable[[Run, Any], Awaitable[None] | None]] = {
+_PERFORM: Final[dict[type[Effect], Callable[[Run, Any], Awaitable[None] | None]]] = {
     SendData: Run.send_data,
     SendHead: Run.send_head,
     SendEnd: Run.send_end,

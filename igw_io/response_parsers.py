@@ -18,7 +18,7 @@ accepts a bare LF as line end, control characters in values and a repeated ident
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 import h11
 
@@ -43,12 +43,12 @@ __all__ = [
 ]
 
 #: The most header bytes (names and values) a response head may carry.
-MAX_HEAD = 64 * 1024
+MAX_HEAD: Final = 64 * 1024
 #: The most bytes an unfinished head may hold (a bound on memory, whatever the header sizes).
-_MAX_RAW_HEAD = 4 * MAX_HEAD
+_MAX_RAW_HEAD: Final = 4 * MAX_HEAD
 
 #: The parser names :func:`make_parser` takes (after :func:`resolve_parser`).
-PARSERS = ("httptools", "h11")
+PARSERS: Final = ("httptools", "h11")
 
 
 class ResponseParseError(Exception):
@@ -114,7 +114,7 @@ def make_parser(name: str, sink: ResponseSink) -> ResponseParser:
     raise ValueError(f"unknown HTTP parser {name!r}")
 
 
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 
 def h11_bytes(event: h11.Data) -> bytes:

@@ -19,7 +19,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from igw_core.endpoints import refusal_for
 from igw_core.errors import BadRequest
@@ -32,20 +32,20 @@ if TYPE_CHECKING:
     from igw_standalone.http2 import H2Connection
     from igw_standalone.server import Server
 
-log = logging.getLogger("igw.http")
+log: Final = logging.getLogger("igw.http")
 
-_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+_REASONS: Final = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 #: Queued input (pipelined requests, unread body) above which reading pauses.
-_HIGH_WATER = 1024 * 1024
-_LOW_WATER = 256 * 1024
+_HIGH_WATER: Final = 1024 * 1024
+_LOW_WATER: Final = 256 * 1024
 #: Lingering close after an early response: how long and how much to drain.
-_LINGER_SECONDS = 1.0
-_LINGER_BYTES = 16 * 1024 * 1024
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
-_NO_BODY_STATUSES = frozenset({204, 304})
+_LINGER_SECONDS: Final = 1.0
+_LINGER_BYTES: Final = 16 * 1024 * 1024
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK: Final = b"0\r\n\r\n"
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
 #: The HTTP/2 connection preface (RFC 9113 §3.4): a client with prior knowledge starts so.
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class HTTP1Connection(asyncio.Protocol):

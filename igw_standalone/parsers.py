@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import h11
 
 from igw_io.response_parsers import h11_bytes
 
 #: Largest request head (request line and headers) accepted; larger is 431.
-MAX_HEAD = 64 * 1024
+MAX_HEAD: Final = 64 * 1024
 
 
 @dataclass(slots=True, init=False)
@@ -62,7 +62,7 @@ class _End:
 
 
 #: The event that ends each request.
-END = _End()
+END: Final = _End()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from igw_core import headers as hdrs
 from igw_core.effects import Effect, ReadProviderBody, SendData, SendEnd, SendHead
@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     from igw_core.exchange import Exchange
     from igw_core.providers import Provider
 
-log = logging.getLogger("igw.exchange")
+log: Final = logging.getLogger("igw.exchange")
 
-_STREAM_HEAD = ((b"content-type", b"text/event-stream; charset=utf-8"),
+_STREAM_HEAD: Final = ((b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 
 

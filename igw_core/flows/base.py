@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from igw_core.effects import CallProvider, Effect
 from igw_core.errors import LocalProtocolError, UpstreamTimeout, UpstreamUnreachable
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from igw_core.providers import Provider
 
 #: Largest provider body (a completion, an error, a model list) the core buffers.
-MAX_BUFFERED = 8 * 1024 * 1024
+MAX_BUFFERED: Final = 8 * 1024 * 1024
 
 
 
@@ -123,6 +123,10 @@ class Flow:
     def __init__(self, exchange: Exchange, state: TableState) -> None:
         self.exchange = exchange
         self.state = state
+        # The class's table and end state, read once: compiled, a class attribute read
+        # through the instance is a dictionary walk of the class and its bases each time.
+        self.table = self.TABLE
+        self.done = self.DONE
         self.provider: Provider | None = None
         self.model = ""
         self.streamed = False
@@ -136,7 +140,7 @@ class Flow:
     @property
     def finished(self) -> bool:
         """Whether the response is complete (or aborted) and only the report is left."""
-        return self.state is self.DONE
+        return self.state is self.done
 
     def kind(self, event: Event) -> type:
         """Return the table key for ``event``: its type, unless a subclass splits it."""
@@ -150,7 +154,7 @@ class Flow:
                 (the state is left unchanged).
             GatewayError: the request cannot be completed; the exchange answers it.
         """
-        entry = self.TABLE.get((self.state, self.kind(event)))
+        entry = self.table.get((self.state, self.kind(event)))
         if entry is None:
             raise LocalProtocolError(
                 f"{type(event).__name__} is not legal in {type(self).__name__} "

@@ -8,7 +8,7 @@ failing provider does not fail the merged list; it does fail a single-provider a
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from igw_core.effects import CallProvider, Effect
 from igw_core.errors import LocalProtocolError, NotFound
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from igw_core.exchange import Exchange
     from igw_core.providers import Provider
 
-log = logging.getLogger("igw.exchange")
+log: Final = logging.getLogger("igw.exchange")
 
 
 class Step(TableState):

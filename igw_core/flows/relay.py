@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from igw_core import headers as hdrs
 from igw_core.effects import (
@@ -49,13 +49,13 @@ if TYPE_CHECKING:
     from igw_core.providers import Provider
     from igw_core.router import Choice
 
-log = logging.getLogger("igw.exchange")
+log: Final = logging.getLogger("igw.exchange")
 
-_STREAM_HEAD_KEPT = 4096
-_STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
-_DROP_FROM_UPSTREAM = frozenset({b"set-cookie", b"x-request-id", b"content-encoding"})
+_STREAM_HEAD_KEPT: Final = 4096
+_STREAM_HEADERS: Final = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
+_DROP_FROM_UPSTREAM: Final = frozenset({b"set-cookie", b"x-request-id", b"content-encoding"})
 # The gateway's own X-Request-Id replaces the provider's, so the client sees one.
-_DROP_FROM_PROXIED = frozenset({b"x-request-id"})
+_DROP_FROM_PROXIED: Final = frozenset({b"x-request-id"})
 
 
 class Step(TableState):

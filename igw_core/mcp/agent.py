@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from igw_core import headers as hdrs
 from igw_core.chat import parse_request, with_model
@@ -66,7 +66,7 @@ Target = tuple["Provider", str, Headers, str]
 
 __all__ = ["AgentRun", "Phase"]
 
-log = logging.getLogger("igw.mcp")
+log: Final = logging.getLogger("igw.mcp")
 
 
 
@@ -80,7 +80,7 @@ class Phase(TableState):
     DONE = "done"  # the client has its answer
 
 
-_STREAM_HEAD = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+_STREAM_HEAD: Final = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no"))
 
 
@@ -337,10 +337,10 @@ class AgentRun(Flow):
         return json_response(200, decision.body, self.exchange.request_id)
 
 
-_PROVIDER_EVENTS = frozenset({ProviderHead, ProviderData, ProviderEnd, ProviderFailed})
+_PROVIDER_EVENTS: Final = frozenset({ProviderHead, ProviderData, ProviderEnd, ProviderFailed})
 
 _A = AgentRun
-_DECISIONS: dict[type, tuple[Callable[[Any, Any], list[Effect]], Phase]] = {
+_DECISIONS: Final[dict[type, tuple[Callable[[Any, Any], list[Effect]], Phase]]] = {
     CallModel: (_A._call_model, Phase.PROVIDER),
     CallTools: (_A._call_tools, Phase.TOOLS),
     Finish: (_A._finish, Phase.DONE),

@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "EMPTY",
@@ -25,10 +25,10 @@ __all__ = [
 ]
 
 #: Prefix of every function name the model sees for an MCP tool.
-FUNCTION_PREFIX = "mcp_"
-_INVALID = re.compile(r"[^A-Za-z0-9_-]")
-_MAX_NAME = 64  # OpenAI's limit on function names
-_EMPTY_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
+FUNCTION_PREFIX: Final = "mcp_"
+_INVALID: Final = re.compile(r"[^A-Za-z0-9_-]")
+_MAX_NAME: Final = 64  # OpenAI's limit on function names
+_EMPTY_SCHEMA: Final[Mapping[str, Any]] = {"type": "object", "properties": {}}
 
 
 def function_name(tool: str) -> str:
