@@ -13,6 +13,12 @@ class, and costs a Python frame per object (about four times a compiled one). Th
 dataclasses built per request (not frozen, no ``field()`` specifiers) are declared
 ``init=False`` with their own ``__init__``, which must take the fields in order, with
 their annotations and defaults.
+
+Module constants: compiled, a module-level name that is not ``Final`` is looked up in the
+module's dictionary at every use, where a ``Final`` one is a C static (an int is inlined).
+Every module-level name a function of a compiled module reads is ``Final``, or rebound
+through ``global`` (and then read rarely); type aliases, which only annotations name, are
+not read.
 """
 
 from __future__ import annotations
@@ -219,4 +225,80 @@ class Empty:
         "<source>:7: Reordered: __init__ does not take the fields as declared",
         "<source>:16: Missing: no __init__",
         "<source>:20: Busy: __init__ does more or less than set each field",
+    ]
+
+
+def _module_names(tree: ast.Module) -> dict[str, tuple[int, bool]]:
+    """Each name bound at module level by an assignment: its line, and whether ``Final``."""
+    names: dict[str, tuple[int, bool]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        names[name.id] = (node.lineno, False)
+        elif (isinstance(node, ast.AnnAssign) and node.value is not None
+              and isinstance(node.target, ast.Name)):
+            names[node.target.id] = (node.lineno, ast.unparse(node.annotation).startswith("Final"))
+    return names
+
+
+def _read_in_functions(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """The names functions read (annotations aside), and the names they declare global."""
+    read: set[str] = set()
+    rebound: set[str] = set()
+    pending: list[ast.AST] = [f for f in ast.walk(tree)
+                              if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            pending.extend(node.body)  # not the signature's annotations or defaults
+            continue
+        if isinstance(node, ast.AnnAssign):
+            pending.extend(n for n in (node.target, node.value) if n is not None)
+            continue
+        if isinstance(node, ast.Global):
+            rebound.update(node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            read.add(node.id)
+        pending.extend(ast.iter_child_nodes(node))
+    return read, rebound
+
+
+def constant_problems(source: str, name: str = "<source>") -> list[str]:
+    """Return the module-level names of ``source`` that functions read but are not Final."""
+    tree = ast.parse(source)
+    read, rebound = _read_in_functions(tree)
+    return [f"{name}:{line}: {module_name} is not Final"
+            for module_name, (line, final) in sorted(_module_names(tree).items())
+            if module_name in read and not final and module_name not in rebound
+            and module_name != "__all__"]
+
+
+def test_module_constants_of_compiled_modules_are_final() -> None:
+    found = [line for module in compiled_modules()
+             for line in constant_problems((REPO / module).read_text(), module)]
+    assert found == []
+
+
+def test_the_constant_check_finds_each_case() -> None:
+    source = '''
+LIMIT = 4
+SHAPE: tuple[int, ...] = (1,)
+FINE: Final = 5
+ALIAS = tuple[int, str]
+_cache = None
+UNREAD = 6
+A, B = 1, 2
+
+def f(x: ALIAS = UNREAD) -> int:
+    global _cache
+    y: ALIAS = (LIMIT, "")
+    _cache = y
+    return SHAPE[0] + FINE + B
+'''
+    assert constant_problems(source) == [
+        "<source>:8: B is not Final",
+        "<source>:2: LIMIT is not Final",
+        "<source>:3: SHAPE is not Final",
     ]
