@@ -144,9 +144,9 @@ class HttptoolsParser:
     """
 
     __slots__ = (
-        "_chunked", "_close", "_done", "_feeding", "_framed", "_head_bytes", "_head_request",
-        "_headers", "_in_head", "_informational", "_parser", "_sink", "_started", "_version_11",
-        "on_body",
+        "_chunked", "_close", "_connection", "_done", "_feeding", "_framed", "_head_bytes",
+        "_head_request", "_headers", "_in_head", "_informational", "_parser", "_sink",
+        "_started", "_version_11", "on_body",
     )
 
     def __init__(self, sink: ResponseSink) -> None:
@@ -162,7 +162,7 @@ class HttptoolsParser:
         self._headers: list[tuple[bytes, bytes]] = []
         self._in_head = True
         self._informational = False
-        self._framed = self._chunked = self._close = False
+        self._framed = self._chunked = self._close = self._connection = False
         self._version_11 = False
 
     def expect(self, head_request: bool) -> None:
@@ -225,8 +225,10 @@ class HttptoolsParser:
             if self._framed or value != b"chunked":
                 raise ResponseParseError(f"unsupported Transfer-Encoding {value!r}")
             self._chunked = self._framed = True
-        elif _closes(value):  # Connection
-            self._close = True
+        else:  # Connection
+            self._connection = True
+            if _closes(value):
+                self._close = True
         return value
 
     def on_headers_complete(self) -> None:
@@ -240,7 +242,13 @@ class HttptoolsParser:
                 raise ResponseParseError(f"unexpected status {status}")
             self._informational = True
             return
-        self._version_11 = parser.get_http_version() == "1.1"
+        # get_http_version formats a string (about 2,000 instructions). Without a
+        # Connection header llhttp keeps alive an HTTP/1.1 response (framed by its length
+        # or chunks) and no HTTP/1.0 one: then keeping alive means HTTP/1.1.
+        if not self._connection and parser.should_keep_alive():
+            self._version_11 = True
+        else:
+            self._version_11 = parser.get_http_version() == "1.1"
         self._sink.on_head(status, self._headers)
         if self._head_request:
             self._finish(self._version_11 and not self._close)

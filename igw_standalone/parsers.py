@@ -116,6 +116,11 @@ def _head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
     return Head(method, target, headers, keep_alive, http10, expect)
 
 
+def _names_connection(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether ``headers`` (lowercase names) hold a Connection header."""
+    return any(name == b"connection" for name, _ in headers)
+
+
 class _Stop(Exception):
     """Raised from a callback to stop llhttp at a head the server refuses."""
 
@@ -206,8 +211,15 @@ class HttptoolsParser:
     def on_headers_complete(self) -> None:
         parser = self._parser
         self._head_size = -1
-        head = _head(parser.get_method(), self._url, self._headers,
-                     parser.get_http_version() == "1.0")
+        headers = self._headers
+        # get_http_version formats a string (about 2,000 instructions). llhttp keeps alive
+        # an HTTP/1.1 request unless a Connection header says close, and an HTTP/1.0 one
+        # only when a Connection header says keep-alive: without a Connection header,
+        # keeping alive means HTTP/1.1. Other cases ask for the version.
+        http10 = False
+        if not parser.should_keep_alive() or _names_connection(headers):
+            http10 = parser.get_http_version() == "1.0"
+        head = _head(parser.get_method(), self._url, headers, http10)
         if isinstance(head, Failure):
             self._done = True
             self._out.append(head)

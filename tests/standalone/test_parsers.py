@@ -38,6 +38,7 @@ class Request:
     body: bytes
     wire: bytes
     keep_alive: bool
+    http10: bool
 
 
 @st.composite
@@ -52,9 +53,16 @@ def requests(draw: st.DrawFn, *, last: bool = False) -> Request:
             headers.append((name.encode(), value.encode()))
     body = draw(st.binary(max_size=200)) if method in (b"POST", b"PUT") else b""
     framing = draw(st.sampled_from(["length", "chunked"])) if body else "none"
-    close = last and draw(st.booleans())
-    if close:
-        headers.append((b"connection", b"close"))
+    # Only the last request may end the connection: HTTP/1.0 (no keep-alive offered,
+    # even when asked for) or Connection: close.
+    http10 = last and draw(st.booleans())
+    connections = [None, b"keep-alive"]
+    if last:
+        connections += [b"close", b"Keep-Alive, Close"]
+    connection = draw(st.sampled_from(connections))
+    if connection is not None:
+        headers.append((b"connection", connection))
+    close = http10 or (connection is not None and b"close" in connection.lower())
     if draw(st.booleans()):
         headers.append((b"expect", b"100-continue"))
     wire_body = b""
@@ -69,9 +77,9 @@ def requests(draw: st.DrawFn, *, last: bool = False) -> Request:
             if piece:
                 wire_body += b"%x\r\n%s\r\n" % (len(piece), piece)
         wire_body += b"0\r\n\r\n"
-    wire = b"%s %s HTTP/1.1\r\n" % (method, target)
+    wire = b"%s %s HTTP/%s\r\n" % (method, target, b"1.0" if http10 else b"1.1")
     wire += b"".join(b"%s: %s\r\n" % (n.title(), v) for n, v in headers) + b"\r\n" + wire_body
-    return Request(method, target, headers, body, wire, not close)
+    return Request(method, target, headers, body, wire, not close, http10)
 
 
 def _parse(parser_name: str, pieces: list[bytes]) -> list[ParserEvent]:
@@ -113,7 +121,7 @@ def test_both_parsers_give_the_same_events_for_any_split(
     expected: list[ParserEvent] = []
     for request in batch:
         expected.append(Head(request.method, request.target, request.headers,
-                             request.keep_alive, False,
+                             request.keep_alive, request.http10,
                              (b"expect", b"100-continue") in request.headers))
         if request.body:
             expected.append(request.body)
