@@ -284,13 +284,26 @@ async def test_a_large_request_body_is_written_whole(parser: str, mock: MockProv
 
 
 @pytest.mark.anyio
-async def test_a_header_with_a_line_break_is_never_sent(parser: str, mock: MockProvider) -> None:
+@pytest.mark.parametrize(("method", "path", "headers"), [
+    ("POST", "/chat/completions", [(b"x-evil", b"a\r\nx-injected: 1")]),
+    ("POST", "/chat/completions", [(b"x-ok", b"1"), (b"x-evil", b"a\nx-injected: 1")]),
+    ("POST", "/chat/completions", [(b"x-evil", b"a\rx-injected: 1")]),
+    ("POST", "/chat/completions", [(b"x-evil\r\nx-injected", b"1")]),
+    ("POST\r\nX-Injected: 1\r\nPOST", "/chat/completions", []),
+    ("POST", "/chat/completions\r\nx-injected: 1", [(b"x-ok", b"1")]),
+    ("POST", "/chat/completions\n", []),
+], ids=["header-crlf", "header-lf", "header-cr", "name", "method", "target-crlf", "target-lf"])
+async def test_a_line_break_is_never_sent(parser: str, mock: MockProvider, method: str,
+                                          path: str, headers: list[tuple[bytes, bytes]]
+                                          ) -> None:
     client = client_for(parser)
-    with pytest.raises(UpstreamFailure) as caught:
-        await client.open("POST", mock.base_url + "/chat/completions",
-                          [(b"x-evil", b"a\r\nx-injected: 1")], chat())
+    with pytest.raises(UpstreamFailure, match="line break") as caught:
+        await client.open(method, mock.base_url + path, headers, chat())
     assert caught.value.reason is FailureReason.UNREACHABLE
-    assert mock.requests == []
+    # The client still works: nothing of the refused request went out.
+    status, _ = await fetch(client, mock, chat())
+    assert status == 200
+    assert len(mock.requests) == 1
     client.close()
 
 
