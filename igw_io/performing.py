@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -73,7 +72,9 @@ class Run:
         self.channel = channel
         self.upstream = upstream
         self.clock = clock
-        self.effects: deque[Effect] = deque()
+        # A list, not a deque: compiled, a list's pop and extend are direct calls, a
+        # deque's are method lookups; the queue holds a few effects at a time.
+        self.effects: list[Effect] = []
         #: Provider responses opened and not yet closed, by call id.
         self.responses: dict[int, UpstreamResponse] = {}
         self.record: ExchangeRecord | None = None
@@ -122,7 +123,7 @@ class Run:
         while effects or not exchange.finished:
             if not effects:  # pragma: no cover - the exchange always asks for something
                 raise RuntimeError("exchange stalled without effects")
-            effect = effects.popleft()
+            effect = effects.pop(0)
             kind = type(effect)
             if kind is CallProvider or kind is CallTool:
                 if self.watch is not None:
@@ -134,7 +135,7 @@ class Run:
             if parallel:
                 batch = [effect]
                 while effects and in_parallel(effects[0]):
-                    batch.append(effects.popleft())
+                    batch.append(effects.pop(0))
                 await run_parallel(self.call_parallel, batch)
             else:
                 waiting = perform[kind](self, effect)
@@ -268,7 +269,7 @@ class Run:
                 self.feed(ProviderData(call, chunk))
                 # Bytes made from a body being read (an agent loop's stream) go out now.
                 while effects and isinstance(head := effects[0], SendData):
-                    effects.popleft()
+                    effects.pop(0)
                     await self.channel.send_data(head.data)
         except UpstreamFailure as failure:
             failed = failure

@@ -68,11 +68,18 @@ class ResponseSink(Protocol):
         """The response is complete; ``keep_alive`` says whether the connection may be reused."""
 
 
-class ResponseParser(Protocol):
-    """One connection's response parser (see the module docstring for the rules)."""
+class ResponseParser:
+    """One connection's response parser (see the module docstring for the rules).
+
+    A base class, not a Protocol: compiled, a call through a Protocol is a method lookup
+    by name, through a base class an indexed call.
+    """
+
+    __slots__ = ()
 
     def expect(self, head_request: bool) -> None:
         """Prepare for the response to the request just sent (``HEAD`` responses have no body)."""
+        raise NotImplementedError
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``, calling the sink as things complete.
@@ -80,6 +87,7 @@ class ResponseParser(Protocol):
         Raises:
             ResponseParseError: the bytes are not a valid response, or follow its end.
         """
+        raise NotImplementedError
 
     def feed_eof(self) -> None:
         """The server closed the connection: end a body delimited by the close.
@@ -87,6 +95,7 @@ class ResponseParser(Protocol):
         Raises:
             ResponseParseError: the response had not started, or was cut before its end.
         """
+        raise NotImplementedError
 
 
 def resolve_parser(name: str) -> str:
@@ -136,7 +145,7 @@ def _closes(value: bytes) -> bool:
     return any(token.strip().lower() == b"close" for token in value.split(b","))
 
 
-class HttptoolsParser:
+class HttptoolsParser(ResponseParser):
     """The llhttp parser (through httptools) behind the :class:`ResponseParser` interface.
 
     llhttp calls this object's ``on_*`` methods; ``on_body`` is the sink's own method, so body
@@ -269,7 +278,7 @@ class HttptoolsParser:
         raise ResponseParseError("data after the end of the response")
 
 
-class H11Parser:
+class H11Parser(ResponseParser):
     """h11's client state machine behind the :class:`ResponseParser` interface.
 
     h11 parses a response only after it has seen a request: :meth:`expect` shows it a

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import h11
 
@@ -85,11 +85,18 @@ class Failure:
 ParserEvent = Head | bytes | _End | Failure
 
 
-class RequestParser(Protocol):
-    """Turns a connection's bytes into :data:`ParserEvent` values."""
+class RequestParser:
+    """Turns a connection's bytes into :data:`ParserEvent` values.
+
+    A base class, not a Protocol: compiled, a call through a Protocol is a method lookup
+    by name, through a base class an indexed call.
+    """
+
+    __slots__ = ()
 
     def feed(self, data: bytes, out: MutableSequence[ParserEvent]) -> None:
         """Parse ``data`` and append the events it completes to ``out``."""
+        raise NotImplementedError
 
 
 def _head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
@@ -139,7 +146,7 @@ def _llhttp(parser: HttptoolsParser) -> Any:
     return llhttp
 
 
-class HttptoolsParser:
+class HttptoolsParser(RequestParser):
     """Request parser on httptools (llhttp)."""
 
     __slots__ = ("_done", "_head_size", "_headers", "_keep_alive", "_out", "_parser", "_url")
@@ -239,7 +246,7 @@ class HttptoolsParser:
             self._done = True  # nothing after a closing request is read
 
 
-class H11Parser:
+class H11Parser(RequestParser):
     """Request parser on h11, the pure-Python reference.
 
     h11 parses one request per cycle; after each request this adapter completes a
