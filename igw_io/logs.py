@@ -151,6 +151,14 @@ def _hundredths_ms(seconds: float) -> int:
 _FRACTIONS: Final = ["0"] + [str(100 + n)[1:].rstrip("0") for n in range(1, 100)]
 
 
+def _escaped(text: str) -> str:
+    """Return ``text`` as ``json.dumps(text, ensure_ascii=False)`` writes it, without the
+    quotes."""
+    if text.isalnum():  # an id, a method, a provider: nothing to escape, and no call
+        return text
+    return encode_basestring(text)[1:-1]
+
+
 def access_fields(record: ExchangeRecord) -> dict[str, Any]:
     """Return the fields of ``record``'s access line, in the order they are written."""
     fields: dict[str, Any] = {
@@ -206,36 +214,37 @@ class AccessLog:
         # tests/igw_io/test_logs.py holds this line equal to the logging module's.
         # Every replacement field is a str without a format spec: compiled, such an f-string
         # is one concatenation, where a spec or a conversion makes each field a format() call.
-        # encode_basestring is json.dumps(text, ensure_ascii=False) for a str, minus its setup.
         millis = str(1000 + int((now - second) * 1000))[1:]  # zero-padded to 3 digits
         status = str(record.status)
         # The float access_fields gives, as repr writes it (a float's repr costs a dtoa).
         hundredths = _hundredths_ms(record.duration)
         duration = f"{hundredths // 100}.{_FRACTIONS[hundredths % 100]}"
-        quote = encode_basestring
         line = (f'{{"level": "info", "ts": "{self._stamp}.{millis}Z", '
                 f'"msg": "request", "logger": "igw.access", '
-                f'"request_id": {quote(record.request_id)}, "method": {quote(record.method)}, '
-                f'"path": {quote(record.path)}, "status": {status}, '
-                f'"duration_ms": {duration}, '
-                f'"provider": {quote(record.provider)}')
+                f'"request_id": "{_escaped(record.request_id)}", '
+                f'"method": "{_escaped(record.method)}", "path": "{_escaped(record.path)}", '
+                f'"status": {status}, "duration_ms": {duration}, '
+                f'"provider": "{_escaped(record.provider)}"')
         if record.alias:
-            line += (f', "model": {quote(record.model)}, "alias": {quote(record.alias)}, '
-                     f'"attempts": {len(record.attempts)}')
+            line += (f', "model": "{_escaped(record.model)}", '
+                     f'"alias": "{_escaped(record.alias)}", "attempts": {len(record.attempts)}')
         if record.error:
-            line += f', "error": {quote(record.error)}'
+            line += f', "error": "{_escaped(record.error)}"'
         line += "}\n"
         secrets = handler.formatter.secrets
         if secrets:
             line = scrub(line, secrets)
+        # Lines of one loop iteration go out in one write, after the responses.
+        pending = self._pending
+        if pending:  # their write is scheduled already
+            pending.append(line)
+            return
         loop = running_loop()
         if loop is None:  # not on asyncio (trio, or no loop): write it now
             self._write(handler, line)
             return
-        # Lines of one loop iteration go out in one write, after the responses.
-        self._pending.append(line)
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush, handler)
+        pending.append(line)
+        loop.call_soon(self._flush, handler)
 
     def _flush(self, handler: logging.StreamHandler[Any]) -> None:
         lines, self._pending = self._pending, []
