@@ -6,7 +6,7 @@ provider prefix; ``?provider=ID`` names the provider explicitly instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from igw_core.errors import BadRequest, Forbidden
@@ -36,7 +36,7 @@ class Route:
         return f"{self.provider.id}/{self.model}"
 
 
-def lookup_provider(providers: Mapping[str, Provider], name: str) -> Provider:
+def lookup_provider(providers: dict[str, Provider], name: str) -> Provider:
     """Return the provider called ``name`` (case-insensitive), usable for requests.
 
     Raises:
@@ -58,7 +58,7 @@ def lookup_provider(providers: Mapping[str, Provider], name: str) -> Provider:
 
 
 def route_model(
-    providers: Mapping[str, Provider], model: str, provider_param: str | None
+    providers: dict[str, Provider], model: str, provider_param: str | None
 ) -> Route:
     """Decide the provider and upstream model name for a chat request.
 

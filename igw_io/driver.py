@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from igw_core.events import RequestHead
@@ -40,8 +40,14 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("igw.driver")
 
 
-def _never() -> bool:
-    return False
+class Draining:
+    """Whether the process is shutting down (``/ready`` then says 503): set once, read per
+    request. An object, not a callable: reading a compiled attribute costs no call."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +68,7 @@ class Services:
     clock: Callable[[], float]
     mcp: MCPManager | None = None
     oidc: OIDCKeys | None = None
-    draining: Callable[[], bool] = _never
+    draining: Draining = field(default_factory=Draining)
 
 
 async def serve(services: Services, report: Callable[[ExchangeRecord], None],
@@ -87,7 +93,7 @@ async def serve(services: Services, report: Callable[[ExchangeRecord], None],
     tools = await mcp.available_tools() if mcp is not None else EMPTY
     keys = oidc.current() if oidc is not None else None
     exchange = Exchange(services.gateway, tools=tools, keys=keys,
-                        draining=services.draining())
+                        draining=services.draining.on)
     run = Run(exchange, channel, services.upstream, services.clock, mcp, oidc)
     token = None
     crashed = False

@@ -23,7 +23,7 @@ from igw_core.report import ExchangeRecord
 from igw_core.router import Router
 from igw_io.channel import ClientChannel
 from igw_io.compiled import build_kind
-from igw_io.driver import Services, serve
+from igw_io.driver import Draining, Services, serve
 from igw_io.heads import stamped_head
 from igw_io.logs import AccessLog
 from igw_io.routing_file import load_from_settings
@@ -78,10 +78,9 @@ class Runtime:
         table = load_from_settings(settings)
         if table is not None:
             self.gateway.routing.router = Router(table)
-        #: Set when the server starts draining at shutdown: ``/ready`` turns 503.
-        self.draining = False
+        self._draining = Draining()
         self.services = Services(self.gateway, self.upstream, self.clock, self.mcp, self.oidc,
-                                 lambda: self.draining)
+                                 self._draining)
         #: ``handle(channel, head)``: the coroutine that serves one request on ``channel``,
         #: then logs its access line and records its metrics. It is
         #: :func:`~igw_io.driver.serve` itself, not a coroutine around it: one frame fewer
@@ -158,6 +157,15 @@ class Runtime:
         router = self.gateway.routing.router
         self.gateway.routing.router = router.reloaded(table) if router else Router(table)
         log.info("routing reloaded", extra={"aliases": list(table.aliases)})
+
+    @property
+    def draining(self) -> bool:
+        """Whether the server is draining at shutdown: ``/ready`` then answers 503."""
+        return self._draining.on
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining.on = value
 
     def record(self, record: ExchangeRecord) -> None:
         """Log the access line of a finished exchange and count it in the metrics."""

@@ -53,7 +53,11 @@ class HTTP1Connection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.runtime = server.runtime
+        self.runtime = runtime = server.runtime
+        # Read once per connection: the runtime is a Python object, an attribute read of
+        # which costs a dictionary lookup by name.
+        self.stamp = runtime.head
+        self.handle = runtime.handle
         settings = server.settings
         self.read_timeout = settings.server_read_timeout or None
         self.write_timeout = settings.server_write_timeout or None
@@ -244,9 +248,9 @@ class HTTP1Connection(asyncio.Protocol):
                 assert head is not None
                 try:
                     path, _, query = head.target.decode("latin-1").partition("?")
-                    event = self.runtime.head(head.method.decode("latin-1"), path, query,
-                                              head.headers)
-                    await self.runtime.handle(self, event)
+                    event = self.stamp(head.method.decode("latin-1"), path, query,
+                                       head.headers)
+                    await self.handle(self, event)
                 except Exception:
                     log.exception("request task failed")
                 finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -36,7 +36,7 @@ class TableState(enum.Enum):
 Handler = Callable[[Any, Any], list[Effect]]
 #: ``(state, event kind) -> (handler, next state)``; a next state of ``None`` means the
 #: handler moves on by itself (where the way on is decided by the event's content).
-Table = Mapping[tuple[TableState, type], tuple[Handler, TableState | None]]
+Table = dict[tuple[TableState, type], tuple[Handler, TableState | None]]
 
 
 class ErrorHead:
