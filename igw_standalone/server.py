@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -18,6 +19,7 @@ from igw_core.config import Settings
 from igw_io.response_parsers import resolve_parser
 from igw_io.runtime import Runtime
 from igw_standalone.http1 import HTTP1Connection
+from igw_standalone.listener import Listener, bind, serve_accepted
 from igw_standalone.parsers import PARSERS, RequestParser
 from igw_standalone.tls import server_ssl_context
 
@@ -112,14 +114,21 @@ class Server:
         loop = asyncio.get_running_loop()
         context = server_ssl_context(settings)
         try:
-            listener = await loop.create_server(
-                lambda: HTTP1Connection(self), settings.server_host, settings.server_port,
-                reuse_port=self.reuse_port or None, ssl=context, backlog=_BACKLOG,
-            )
-        except OSError as error:  # asyncio's text names the address; keep the plain reason
+            sockets = bind(settings.server_host, settings.server_port,
+                           reuse_port=self.reuse_port, backlog=_BACKLOG)
+        except OSError as error:  # the plain reason, as the startup error prints it
             raise OSError(error.errno, os.strerror(error.errno) if error.errno else str(error)
                           ) from None
-        self.port = listener.sockets[0].getsockname()[1]
+        adopting: set[asyncio.Task[None]] = set()
+
+        def adopt(conn: socket.socket) -> None:
+            task = loop.create_task(
+                serve_accepted(loop, conn, lambda: HTTP1Connection(self), context))
+            adopting.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(adopting.discard)
+
+        listener = Listener(loop, sockets, adopt)
+        self.port = sockets[0].getsockname()[1]
         # What startup made (modules, settings, tables) is never garbage: keep it out of
         # every collection, and collect young objects less often. Measured with
         # benchmarks/run.py: +5% requests/s at c64 and the worst latency halved.
