@@ -16,6 +16,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("igw.server")
 
@@ -26,11 +27,32 @@ RETRY_DELAY = 1.0
 _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
+def bound_socket(family: int, kind: int, proto: int, address: Any, *,
+                 reuse_port: bool = False) -> socket.socket:
+    """Return a socket bound to ``address`` as ``loop.create_server`` binds one:
+    ``SO_REUSEADDR``, IPv6-only for IPv6, and ``SO_REUSEPORT`` when asked.
+
+    Raises:
+        OSError: the address cannot be bound (the socket is closed).
+    """
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def bind(host: str, port: int, *, reuse_port: bool, backlog: int) -> list[socket.socket]:
     """Return listening, non-blocking sockets for every address ``host`` resolves to.
 
-    As ``loop.create_server`` binds: ``SO_REUSEADDR``, IPv6 sockets IPv6-only, and
-    ``SO_REUSEPORT`` when asked (``--workers``).
+    Each as :func:`bound_socket` binds it (``reuse_port`` for ``--workers``).
 
     Raises:
         OSError: the host does not resolve or an address cannot be bound (the sockets
@@ -45,14 +67,8 @@ def bind(host: str, port: int, *, reuse_port: bool, backlog: int) -> list[socket
             if (family, address) in seen:
                 continue
             seen.add((family, address))
-            sock = socket.socket(family, kind, proto)
+            sock = bound_socket(family, kind, proto, address, reuse_port=reuse_port)
             sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
             sock.listen(backlog)
             sock.setblocking(False)
     except OSError:

@@ -31,6 +31,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from igw_core.config import Settings
 from igw_io.logs import configure_logging, secrets_of
 from igw_io.metrics import MULTIPROC_ENV, MetricsListener, multiprocess_registry
+from igw_standalone.listener import bound_socket
 from igw_standalone.server import Engine, Server, run
 
 log = logging.getLogger("igw.workers")
@@ -126,11 +127,7 @@ def check_bind(settings: Settings) -> None:
                                flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG)
     for family, kind, proto, _, address in sorted(
             {info for info in found if info[1] == socket.SOCK_STREAM}):
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            probe.bind(address)
+        bound_socket(family, kind, proto, address).close()
 
 
 def _cause(exitcode: int | None) -> str:

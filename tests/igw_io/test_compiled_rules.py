@@ -24,6 +24,7 @@ not read.
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,12 +78,15 @@ def violations(source: str, name: str = "<source>") -> list[str]:
     return sorted(set(found))
 
 
+def problems_in_compiled_modules(check: Callable[[str, str], list[str]]) -> list[str]:
+    """Return what ``check(source, name)`` finds in every module ``setup.py`` compiles."""
+    return [line for module in compiled_modules()
+            for line in check((REPO / module).read_text(), module)]
+
+
 def test_the_compiled_modules_keep_to_the_rule() -> None:
-    modules = compiled_modules()
-    assert "igw_io/performing.py" in modules
-    found = [line for module in modules
-             for line in violations((REPO / module).read_text(), module)]
-    assert found == []
+    assert "igw_io/performing.py" in compiled_modules()
+    assert problems_in_compiled_modules(violations) == []
 
 
 def test_the_check_finds_each_pattern() -> None:
@@ -172,9 +176,7 @@ def init_problems(source: str, name: str = "<source>") -> list[str]:
 
 
 def test_dataclasses_built_per_request_have_compiled_inits() -> None:
-    found = [line for module in compiled_modules()
-             for line in init_problems((REPO / module).read_text(), module)]
-    assert found == []
+    assert problems_in_compiled_modules(init_problems) == []
 
 
 def test_the_init_check_finds_each_mistake() -> None:
@@ -276,9 +278,7 @@ def constant_problems(source: str, name: str = "<source>") -> list[str]:
 
 
 def test_module_constants_of_compiled_modules_are_final() -> None:
-    found = [line for module in compiled_modules()
-             for line in constant_problems((REPO / module).read_text(), module)]
-    assert found == []
+    assert problems_in_compiled_modules(constant_problems) == []
 
 
 def test_the_constant_check_finds_each_case() -> None:
