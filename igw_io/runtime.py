@@ -24,7 +24,7 @@ from igw_core.router import Router
 from igw_io.channel import ClientChannel
 from igw_io.compiled import build_kind
 from igw_io.driver import Draining, Services, serve
-from igw_io.heads import stamped_head
+from igw_io.heads import HeadStamper
 from igw_io.logs import AccessLog
 from igw_io.routing_file import load_from_settings
 from igw_io.upstream import Upstream
@@ -46,10 +46,13 @@ class Runtime:
         #: Provider calls; ``parser`` picks the HTTP/1.1 response parser (``--http``).
         self.upstream = Upstream(settings, parser)
         self.clock = time.monotonic
+        #: Stamps request-head events with the clocks and a fresh request id (compiled: the
+        #: HTTP/1.1 engine calls its ``stamp`` directly).
+        self.stamper = HeadStamper(self.clock)
         #: ``head(method, path, query, headers)``: the request-head event of a request, stamped
-        #: with the clocks and a fresh request id (compiled: a frontend calls it per request).
+        #: with the clocks and a fresh request id.
         self.head: Callable[[str, str, str, list[tuple[bytes, bytes]]], RequestHead] = (
-            partial(stamped_head, self.clock))
+            self.stamper.stamp)
         self.background: TaskGroup | None = None
         #: Prometheus metrics, recorded only with ``TELEMETRY_ENABLE=true``.
         # MCP, metrics and OIDC (and httpcore, prometheus-client, pyjwt behind them) are

@@ -25,6 +25,7 @@ from igw_core.endpoints import refusal_for
 from igw_core.errors import BadRequest
 from igw_core.events import BodyFailure
 from igw_io.channel import ClientDisconnected, RequestBodyError
+from igw_io.heads import HeadStamper
 from igw_standalone.parsers import END, Failure, Head, ParserEvent, RequestParser
 from igw_standalone.streams import TransportStream
 
@@ -56,7 +57,7 @@ class HTTP1Connection(asyncio.Protocol):
         self.runtime = runtime = server.runtime
         # Read once per connection: the runtime is a Python object, an attribute read of
         # which costs a dictionary lookup by name.
-        self.stamp = runtime.head
+        self.stamper: HeadStamper = runtime.stamper
         self.handle = runtime.handle
         settings = server.settings
         self.read_timeout = settings.server_read_timeout or None
@@ -248,8 +249,8 @@ class HTTP1Connection(asyncio.Protocol):
                 assert head is not None
                 try:
                     path, _, query = head.target.decode("latin-1").partition("?")
-                    event = self.stamp(head.method.decode("latin-1"), path, query,
-                                       head.headers)
+                    event = self.stamper.stamp(head.method.decode("latin-1"), path, query,
+                                               head.headers)
                     await self.handle(self, event)
                 except Exception:
                     log.exception("request task failed")
