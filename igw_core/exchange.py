@@ -46,7 +46,7 @@ from igw_core.events import (
     RequestEnd,
     RequestHead,
 )
-from igw_core.flows.base import Flow, TableState
+from igw_core.flows.base import Flow, TableState, by_state
 from igw_core.gateway import Gateway
 from igw_core.mcp.catalog import EMPTY, Catalogue
 from igw_core.report import ExchangeRecord, ToolCallFact
@@ -171,7 +171,8 @@ class Exchange:
                 if flow.finished:
                     effects.append(self._report_flow())
             else:
-                entry = TRANSITIONS.get((state, kind))
+                entries = _BY_STATE.get(state)
+                entry = None if entries is None else entries.get(kind)
                 if entry is None:
                     raise LocalProtocolError(
                         f"{type(event).__name__} is not legal in state {state.value}")
@@ -420,3 +421,4 @@ TRANSITIONS: Final[dict[tuple[State, type[Event]], tuple[_Handler, State | None]
     (State.READING_BODY, RequestEnd): (_E._on_body_end, None),
     (State.READING_BODY, RequestBodyFailed): (_E._on_body_failed, State.DONE),
 }
+_BY_STATE: Final = by_state(TRANSITIONS)

@@ -29,6 +29,7 @@ from igw_core.flows.base import (
     ErrorHead,
     Flow,
     TableState,
+    by_state,
     provider_failure,
 )
 from igw_core.mcp.loop import stream_of_completion
@@ -190,7 +191,7 @@ class TranslatedMessages(Flow):
 
 
 _T = TranslatedMessages
-TranslatedMessages.TABLE = {
+TranslatedMessages.TABLE = by_state({
     (Step.AWAITING_HEAD, StreamHead): (_T._on_stream_head, Step.STREAMING),
     (Step.AWAITING_HEAD, ProviderHead): (_T._on_body_head, Step.READING),
     (Step.AWAITING_HEAD, ErrorHead): (_T._on_error_head, Step.READING_ERROR),
@@ -204,4 +205,4 @@ TranslatedMessages.TABLE = {
     (Step.READING_ERROR, ProviderData): (_T._keep, Step.READING_ERROR),
     (Step.READING_ERROR, ProviderEnd): (_T._on_error_end, Step.DONE),
     (Step.READING_ERROR, ProviderFailed): (_T._on_failed, Step.DONE),
-}
+})

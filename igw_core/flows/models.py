@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 from igw_core.effects import CallProvider, Effect
 from igw_core.errors import LocalProtocolError, NotFound
 from igw_core.events import Event, ProviderFailed, ProviderResponse
-from igw_core.flows.base import Flow, TableState, provider_failure
+from igw_core.flows.base import Flow, TableState, by_state, provider_failure
 from igw_core.models import filter_models, parse_model_list
 from igw_core.redact import scrub
 from igw_core.responses import json_bytes, json_response, upstream_error_body
@@ -128,8 +128,8 @@ class ModelsFlow(Flow):
 
 
 _M = ModelsFlow
-ModelsFlow.TABLE = {
+ModelsFlow.TABLE = by_state({
     (Step.COLLECTING, ProviderResponse): (_M._collect, Step.COLLECTING),
     (Step.COLLECTING, ProviderFailed): (_M._collect, Step.COLLECTING),
     (Step.COLLECTING, LastResult): (_M._answer, Step.DONE),
-}
+})

@@ -37,6 +37,7 @@ from igw_core.flows.base import (
     Flow,
     Routed,
     TableState,
+    by_state,
     provider_failure,
 )
 from igw_core.redact import scrub, truncate_body_text
@@ -291,7 +292,7 @@ def retry_after(headers: Headers, wall: float) -> float | None:
 
 
 _R = RelayFlow
-RelayFlow.TABLE = {
+RelayFlow.TABLE = by_state({
     (Step.AWAITING_HEAD, ProviderHead): (_R._on_head, Step.RELAYING),
     (Step.AWAITING_HEAD, ErrorHead): (_R._on_error_head, Step.READING_ERROR),
     # None: a routed request may go on to the alias's next deployment (AWAITING_HEAD).
@@ -301,4 +302,4 @@ RelayFlow.TABLE = {
     (Step.READING_ERROR, ProviderData): (_R._on_error_data, Step.READING_ERROR),
     (Step.READING_ERROR, ProviderEnd): (_R._on_error_end, None),
     (Step.READING_ERROR, ProviderFailed): (_R._on_failed, None),
-}
+})

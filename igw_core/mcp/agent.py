@@ -39,6 +39,7 @@ from igw_core.flows.base import (
     Flow,
     Routed,
     TableState,
+    by_state,
     provider_failure,
 )
 from igw_core.flows.relay import retry_after
@@ -348,7 +349,7 @@ _DECISIONS: Final[dict[type, tuple[Callable[[Any, Any], list[Effect]], Phase]]] 
 #: ``(phase, event kind) -> (handler, next phase)``; ``None``: the loop's decision
 #: names the next phase (see ``_DECISIONS``), or a routed round's failure goes on to the
 #: alias's next deployment (PROVIDER) or ends the run (DONE).
-AgentRun.TABLE = {
+AgentRun.TABLE = by_state({
     (Phase.PROVIDER, ProviderHead): (_A._on_head, Phase.READING),
     (Phase.PROVIDER, ErrorHead): (_A._on_error_head, Phase.READING_ERROR),
     (Phase.PROVIDER, ProviderFailed): (_A._on_failed, None),
@@ -359,7 +360,7 @@ AgentRun.TABLE = {
     (Phase.READING_ERROR, ProviderEnd): (_A._on_error_end, None),
     (Phase.READING_ERROR, ProviderFailed): (_A._on_failed, None),
     (Phase.TOOLS, ToolResult): (_A._on_tool_result, None),
-}
+})
 
 
 def _fields(request_id: str, **more: Any) -> dict[str, Any]:
