@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring
 from typing import Any, Final
@@ -141,6 +141,14 @@ def configure_logging(*, development: bool, secrets: tuple[str, ...] = ()) -> No
 _own_handler: logging.StreamHandler[Any] | None = None
 
 
+#: Where access lines go (AccessLog._route): nowhere, straight to igw's JSON handler, or
+#: through the logging module.
+_OFF: Final = 0
+_DIRECT: Final = 1
+_LOGGING: Final = 2
+_wall: Final = time.time
+
+
 def _hundredths_ms(seconds: float) -> int:
     """Return ``seconds`` in hundredths of a millisecond, rounded half up (0 at least)."""
     return max(int(seconds * 100_000.0 + 0.5), 0)
@@ -154,9 +162,13 @@ _FRACTIONS: Final = ["0"] + [str(100 + n)[1:].rstrip("0") for n in range(1, 100)
 def _escaped(text: str) -> str:
     """Return ``text`` as ``json.dumps(text, ensure_ascii=False)`` writes it, without the
     quotes."""
-    if text.isalnum():  # an id, a method, a provider: nothing to escape, and no call
-        return text
-    return encode_basestring(text)[1:-1]
+    # Most fields (an id, a method, a path, a provider) hold nothing to escape: a compiled
+    # loop over the characters finds that without a call.
+    for at in range(len(text)):
+        char = ord(text[at])
+        if char < 0x20 or char == 0x22 or char == 0x5C:  # a control, '"' or '\\'
+            return encode_basestring(text)[1:-1]
+    return text
 
 
 def access_fields(record: ExchangeRecord) -> dict[str, Any]:
@@ -185,6 +197,10 @@ class AccessLog:
     and the lines of one event-loop iteration go out in one write; otherwise, e.g.
     when an application that mounts the ASGI app configured logging itself, it goes
     through the logging module.
+
+    Which of the two (or neither, when ``igw.access`` is not enabled for INFO) is
+    decided again once a second, with the timestamp: a change to the logging
+    configuration reaches the access line within a second.
     """
 
     def __init__(self) -> None:
@@ -193,23 +209,40 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
         self._pending: list[str] = []
+        #: Where lines go: _OFF, _DIRECT (to ``_handler``) or _LOGGING.
+        self._route = _OFF
+        self._handler: logging.StreamHandler[Any] | None = None
+        self._secrets: tuple[str, ...] = ()
+        # Bound once: loop.call_soon gets the same method object every time.
+        self._flush_pending: Callable[[], None] = self._flush
 
-    def write(self, record: ExchangeRecord) -> None:
-        """Log the access line of ``record``."""
+    def _choose(self) -> int:
+        """Return where access lines go now, remembering the handler of a direct write."""
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):
-            return
+            return _OFF
         handler = _own_handler
         if (handler is None or logger.handlers or logger.filters
                 or not isinstance(handler.formatter, JsonFormatter)
                 or handler not in self._parent.handlers):
-            logger.info("request", extra=access_fields(record))
-            return
-        now = time.time()
+            return _LOGGING
+        self._handler = handler
+        self._secrets = handler.formatter.secrets
+        return _DIRECT
+
+    def write(self, record: ExchangeRecord) -> None:
+        """Log the access line of ``record``."""
+        now = _wall()
         second = int(now)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._route = self._choose()
+        route = self._route
+        if route != _DIRECT:
+            if route == _LOGGING:
+                self._logger.info("request", extra=access_fields(record))
+            return
         # access_fields' fields, spelled out: no dict and no per-field dispatch per request.
         # tests/igw_io/test_logs.py holds this line equal to the logging module's.
         # Every replacement field is a str without a format spec: compiled, such an f-string
@@ -231,7 +264,7 @@ class AccessLog:
         if record.error:
             line += f', "error": "{_escaped(record.error)}"'
         line += "}\n"
-        secrets = handler.formatter.secrets
+        secrets = self._secrets
         if secrets:
             line = scrub(line, secrets)
         # Lines of one loop iteration go out in one write, after the responses.
@@ -241,20 +274,24 @@ class AccessLog:
             return
         loop = running_loop()
         if loop is None:  # not on asyncio (trio, or no loop): write it now
-            self._write(handler, line)
+            self._write_line(line)
             return
         pending.append(line)
-        loop.call_soon(self._flush, handler)
+        loop.call_soon(self._flush_pending)
 
-    def _flush(self, handler: logging.StreamHandler[Any]) -> None:
+    def _flush(self) -> None:
         lines, self._pending = self._pending, []
         if lines:
-            self._write(handler, "".join(lines))
+            self._write_line("".join(lines))
 
     def flush(self) -> None:
         """Write the lines still waiting for the end of the loop iteration (at shutdown)."""
-        if _own_handler is not None:
-            self._flush(_own_handler)
+        self._flush()
+
+    def _write_line(self, text: str) -> None:
+        handler = self._handler
+        if handler is not None:
+            self._write(handler, text)
 
     @staticmethod
     def _write(handler: logging.StreamHandler[Any], text: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import anyio
@@ -176,3 +177,53 @@ def test_access_lines_follow_a_handler_the_application_added() -> None:
     finally:
         access.removeHandler(extra)
     assert stream.getvalue() == "request\n"
+
+
+def _next_second() -> None:
+    """Wait until the wall clock's second changes."""
+    second = int(time.time())
+    while int(time.time()) == second:
+        time.sleep(0.01)
+
+
+def test_a_handler_added_while_serving_gets_the_access_lines_of_the_next_second() -> None:
+    configure_logging(development=False)
+    handler = logging.getLogger("igw").handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    direct = io.StringIO()
+    handler.setStream(direct)
+    record = ExchangeRecord(request_id="r1", method="GET", route="/health", path="/health",
+                            status=200)
+    log = AccessLog()
+    log.write(record)  # no loop running: written at once, straight to igw's handler
+    assert json.loads(direct.getvalue())["request_id"] == "r1"
+    added = io.StringIO()
+    extra = logging.StreamHandler(added)
+    access = logging.getLogger("igw.access")
+    access.addHandler(extra)
+    try:
+        _next_second()
+        log.write(record)
+    finally:
+        access.removeHandler(extra)
+    assert added.getvalue() == "request\n"
+
+
+def test_access_lines_stop_within_a_second_of_the_level_going_up() -> None:
+    configure_logging(development=False)
+    handler = logging.getLogger("igw").handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    out = io.StringIO()
+    handler.setStream(out)
+    record = ExchangeRecord(request_id="r1", method="GET", route="/health", path="/health",
+                            status=200)
+    log = AccessLog()
+    log.write(record)
+    access = logging.getLogger("igw.access")
+    access.setLevel(logging.WARNING)
+    try:
+        _next_second()
+        log.write(record)
+    finally:
+        access.setLevel(logging.NOTSET)
+    assert len(out.getvalue().splitlines()) == 1
