@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import json.decoder
 import json.scanner
+from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, Final
@@ -49,11 +50,19 @@ def _refuse_constant(name: str) -> Any:
 #: The C scanner behind ``json.loads``, called directly: JSONDecoder.decode around it is two
 #: Python frames and two regex matches per request.
 #: (typeshed wants another scanner as the context; json.decoder passes a decoder, as here.)
-_SCAN: Final = json.scanner.make_scanner(
+_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = json.scanner.make_scanner(
     json.JSONDecoder(parse_constant=_refuse_constant))  # type: ignore[arg-type]
 #: The string scanner json.decoder parses object keys with (C where there is C; typeshed
 #: does not list it).
-_SCAN_STRING: Final = json.decoder.scanstring  # type: ignore[attr-defined]
+_SCAN_STRING: Final[Callable[[str, int], tuple[str, int]]] = (
+    json.decoder.scanstring)  # type: ignore[attr-defined]
+#: The characters that delimit an object's members, as code points (compiled,
+#: ``ord(text[at])`` reads the character in place; ``text[at]`` makes a string of it).
+_OPEN: Final = ord("{")
+_CLOSE: Final = ord("}")
+_QUOTE: Final = ord('"')
+_COLON: Final = ord(":")
+_COMMA: Final = ord(",")
 
 
 #: Where a request's top-level ``model`` value lies in its body: byte offsets of the JSON
@@ -120,22 +129,23 @@ def _decode_members(text: str) -> tuple[Any, int, int]:
     """
     size = len(text)
     at = _skip_text_space(text, 0)
-    if at == size or text[at] != "{":
+    if at == size or ord(text[at]) != _OPEN:
         return _decode(text), -1, -1
     members: dict[str, Any] = {}
     start = end = -1
     models = 0
     # Characters are compared by index: compiled, str.startswith with a position is a
-    # method call that costs more than the rest of a member's handling.
+    # method call that costs more than the rest of a member's handling. Typed results:
+    # a scanner's tuple is unpacked in place, not through an iterator.
     try:
         at = _skip_text_space(text, at + 1)
-        if at < size and text[at] != "}":
+        if at < size and ord(text[at]) != _CLOSE:
             while True:
-                if at == size or text[at] != '"':
+                if at == size or ord(text[at]) != _QUOTE:
                     raise _Irregular
-                key, at = _SCAN_STRING(text, at + 1)
+                key, at = _scan_key(text, at + 1)
                 at = _skip_text_space(text, at)
-                if at == size or text[at] != ":":
+                if at == size or ord(text[at]) != _COLON:
                     raise _Irregular
                 at = _skip_text_space(text, at + 1)
                 value, after = _SCAN(text, at)
@@ -144,16 +154,36 @@ def _decode_members(text: str) -> tuple[Any, int, int]:
                     models += 1
                 members[key] = value
                 at = _skip_text_space(text, after)
-                if at == size or text[at] != ",":
+                if at == size or ord(text[at]) != _COMMA:
                     break
                 at = _skip_text_space(text, at + 1)
-        if at == size or text[at] != "}" or _skip_text_space(text, at + 1) != size:
+        if at == size or ord(text[at]) != _CLOSE or _skip_text_space(text, at + 1) != size:
             raise _Irregular
     except (_Irregular, ValueError, StopIteration, RecursionError):
         return _decode(text), -1, -1
     if models != 1:
         return members, -1, -1
     return members, start, end
+
+
+def _scan_key(text: str, at: int) -> tuple[str, int]:
+    """Return the string whose opening quote is before ``at``, and the index after it.
+
+    A key without escapes (most are) is a slice; others go to the C scanner.
+
+    Raises:
+        json.JSONDecodeError: the string is unterminated or holds a control character.
+    """
+    size = len(text)
+    end = at
+    while end < size:
+        char = ord(text[end])
+        if char == _QUOTE:
+            return text[at:end], end + 1
+        if char == 0x5C or char < 0x20:  # an escape, or a control character to refuse
+            break
+        end += 1
+    return _SCAN_STRING(text, at)
 
 
 def _decode(text: str) -> Any:
@@ -177,7 +207,7 @@ def _skip_text_space(text: str, at: int) -> int:
     """Return the index of the first character at or after ``at`` that is not JSON
     whitespace."""
     end = len(text)
-    while at < end and text[at] in " \t\n\r":
+    while at < end and ord(text[at]) in (0x20, 0x09, 0x0A, 0x0D):
         at += 1
     return at
 

@@ -219,8 +219,12 @@ class HttptoolsParser(ResponseParser):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:  # else a trailer field of a chunked body: nothing reads them
             name = name.lower()
-            value = value.rstrip(b" \t")
-            if name in _FRAMING:
+            # Compiled, indexing and len() of bytes are read in place; rstrip() and a set
+            # lookup (which hashes the new name) are calls.
+            if value and (value[-1] == 0x20 or value[-1] == 0x09):  # a space or a tab
+                value = value.rstrip(b" \t")
+            size = len(name)  # of content-length, transfer-encoding or connection:
+            if (size == 14 or size == 17 or size == 10) and name in _FRAMING:
                 value = self._framing(name, value)
             self._headers.append((name, value))
 

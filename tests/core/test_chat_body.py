@@ -144,7 +144,7 @@ def test_the_request_decoder_is_jsondecoder_decode(text: str) -> None:
 
 
 _OBJECT_MEMBER = st.tuples(
-    st.sampled_from(["model", "messages", "m", "x", 'mo"del']), json_values,
+    st.sampled_from(["model", "messages", "m", "x", 'mo"del', "mödel", "k\n", ""]), json_values,
 )
 
 
@@ -158,7 +158,7 @@ def object_texts(draw: st.DrawFn) -> str:
                          json.dumps(value, ensure_ascii=ascii_only)])
              for key, value in members]
     text = draw(_JSON_SPACE) + "{" + space + ("," + space).join(parts) + space + "}"
-    flaw = draw(st.integers(0, 5))
+    flaw = draw(st.integers(0, 6))
     if flaw == 1 and parts:
         text = text.replace(",", ",,", 1) if "," in text else text[:-1] + ",}"
     elif flaw == 2:
@@ -167,6 +167,9 @@ def object_texts(draw: st.DrawFn) -> str:
         text += draw(st.sampled_from(["x", "}", ",", "  "]))
     elif flaw == 4:
         text = text.replace(":", "", 1)
+    elif flaw == 5:  # a raw control character, a lone backslash or quote, anywhere
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from(["\x01", "\n", "\\", '"'])) + text[at:]
     return text
 
 
