@@ -25,6 +25,7 @@ from igw_core.endpoints import refusal_for
 from igw_core.errors import BadRequest
 from igw_core.events import BodyFailure
 from igw_io.channel import ClientDisconnected, RequestBodyError
+from igw_io.driver import Draining
 from igw_io.heads import HeadStamper
 from igw_standalone.parsers import END, Failure, Head, ParserEvent, RequestParser
 from igw_standalone.streams import TransportStream
@@ -58,6 +59,8 @@ class HTTP1Connection(asyncio.Protocol):
         # Read once per connection: the runtime is a Python object, an attribute read of
         # which costs a dictionary lookup by name.
         self.stamper: HeadStamper = runtime.stamper
+        #: Set when the server shuts down (a compiled flag: no attribute read by name).
+        self.draining: Draining = runtime.services.draining
         self.handle = runtime.handle
         settings = server.settings
         self.read_timeout = settings.server_read_timeout or None
@@ -282,7 +285,7 @@ class HTTP1Connection(asyncio.Protocol):
         if not self.body_done:  # the rest of that body is still on its way
             self._finish(linger=True)
             return
-        if self.server.shutting_down:
+        if self.draining.on:
             self._finish(linger=False)
             return
         if self.reading_paused and self.queued < _LOW_WATER:
@@ -435,6 +438,10 @@ class HTTP1Connection(asyncio.Protocol):
         self.on_gone = callback
         return True
 
+    def serving_task(self) -> asyncio.Task[None] | None:
+        """The connection's task, which serves its requests one after another."""
+        return self.task
+
     async def receive_body(self) -> tuple[bytes, bool]:
         events = self.events
         while True:
@@ -486,7 +493,7 @@ class HTTP1Connection(asyncio.Protocol):
     async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         head = self.head
         assert head is not None
-        close = self.closing or not head.keep_alive or self.server.shutting_down
+        close = self.closing or not head.keep_alive or self.draining.on
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
         sized = False
         for name, value in headers:

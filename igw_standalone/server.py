@@ -95,13 +95,17 @@ class Server:
         self.runtime = Runtime(settings, parser=self.http)
         self.reuse_port = reuse_port
         self.connections: set[HTTP1Connection] = set()
-        self.shutting_down = False
         self.port = 0
         self._stop: anyio.Event | None = None
 
+    @property
+    def shutting_down(self) -> bool:
+        """Whether the server is draining (responses then carry ``Connection: close``)."""
+        return self.runtime.draining
+
     def is_shutting_down(self) -> bool:
         """Whether the server is draining (responses then carry ``Connection: close``)."""
-        return self.shutting_down
+        return self.runtime.draining
 
     async def serve(self, *, ready: Callable[[Server], None] | None = None) -> None:
         """Listen and serve until SIGTERM/SIGINT, then drain in-flight requests.
@@ -170,7 +174,6 @@ class Server:
     def shutdown(self) -> None:
         """Stop accepting; idle connections close, in-flight requests may finish
         (``/ready`` answers 503 meanwhile)."""
-        self.shutting_down = True
         self.runtime.draining = True
         if self._stop is not None:
             self._stop.set()
