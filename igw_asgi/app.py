@@ -7,6 +7,7 @@ first request instead.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -77,6 +78,10 @@ class _Channel:
         # ASGI has no reset: ending the app without finishing the body makes the
         # server close the connection, so the client sees an incomplete response.
         raise ClientDisconnected
+
+    def serving_task(self) -> asyncio.Task[None] | None:
+        """Unknown here: the driver asks asyncio."""
+        return None
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> bool:
         return False  # the driver watches with wait_disconnect

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 from igw_core.events import BodyFailure
 
@@ -58,6 +61,10 @@ class ClientChannel(Protocol):
         Returns false when the channel cannot tell by itself (ASGI learns it only
         by reading); the driver then runs :meth:`wait_disconnect` in a task.
         """
+
+    def serving_task(self) -> asyncio.Task[None] | None:
+        """Return the task that serves this request, when the channel knows it without
+        asking asyncio (``None`` otherwise: the driver then asks)."""
 
     async def wait_disconnect(self) -> None:
         """Return when the client has disconnected (may never return)."""

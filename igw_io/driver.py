@@ -139,7 +139,9 @@ async def _drive(run: Run, channel: ClientChannel) -> None:
         asyncio.CancelledError: cancelled for another reason than the client leaving.
     """
     loop = running_loop()
-    task = None if loop is None else asyncio.current_task(loop)
+    task = None
+    if loop is not None:  # asyncio.current_task is a Python frame on 3.11: asked last
+        task = channel.serving_task() or asyncio.current_task(loop)
     if task is None:  # trio
         await run_on_trio(run, channel)
         return

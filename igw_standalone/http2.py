@@ -6,6 +6,7 @@ this module only maps h2 events to a ``ClientChannel`` and honours flow control.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable
@@ -307,6 +308,10 @@ class _H2Channel:
             pass
         await self.c.flush()
         raise ClientDisconnected
+
+    def serving_task(self) -> asyncio.Task[None] | None:
+        """Unknown here: the driver asks asyncio."""
+        return None
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> bool:
         return False  # the driver watches with wait_disconnect
