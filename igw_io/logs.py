@@ -147,6 +147,12 @@ _OFF: Final = 0
 _DIRECT: Final = 1
 _LOGGING: Final = 2
 _wall: Final = time.time
+#: How long an access line may wait to be written with others (seconds), and how many
+#: characters may wait.
+_FLUSH_AFTER: Final = 0.05
+_FLUSH_SIZE: Final = 64 * 1024
+#: The most bytes one write of access lines holds (PIPE_BUF on Linux: atomic on a pipe).
+_ATOMIC: Final = 4096
 
 
 def _hundredths_ms(seconds: float) -> int:
@@ -194,7 +200,8 @@ class AccessLog:
     When the line goes only to the JSON handler :func:`configure_logging`
     installed, it is formatted directly (the same line, field for field, as the
     logging module would make of :func:`access_fields`, without a ``LogRecord``),
-    and the lines of one event-loop iteration go out in one write; otherwise, e.g.
+    and lines wait up to 50 ms to go out together, in writes of whole lines of at most
+    4 KiB (atomic on a pipe that ``--workers`` share); otherwise, e.g.
     when an application that mounts the ASGI app configured logging itself, it goes
     through the logging module.
 
@@ -209,12 +216,14 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
         self._pending: list[str] = []
+        self._pending_size = 0  # characters in _pending
+        self._armed = False  # a flush is scheduled
         #: Where lines go: _OFF, _DIRECT (to ``_handler``) or _LOGGING.
         self._route = _OFF
         self._handler: logging.StreamHandler[Any] | None = None
         self._secrets: tuple[str, ...] = ()
-        # Bound once: loop.call_soon gets the same method object every time.
-        self._flush_pending: Callable[[], None] = self._flush
+        # Bound once: loop.call_later gets the same method object every time.
+        self._on_timer: Callable[[], None] = self._flush_scheduled
 
     def _choose(self) -> int:
         """Return where access lines go now, remembering the handler of a direct write."""
@@ -267,31 +276,48 @@ class AccessLog:
         secrets = self._secrets
         if secrets:
             line = scrub(line, secrets)
-        # Lines of one loop iteration go out in one write, after the responses.
-        pending = self._pending
-        if pending:  # their write is scheduled already
-            pending.append(line)
-            return
-        loop = running_loop()
-        if loop is None:  # not on asyncio (trio, or no loop): write it now
-            self._write_line(line)
-            return
-        pending.append(line)
-        loop.call_soon(self._flush_pending)
+        # Lines wait up to _FLUSH_AFTER and go out together: one write for many requests,
+        # off the path of the next one.
+        self._pending.append(line)
+        self._pending_size += len(line)
+        if self._pending_size >= _FLUSH_SIZE:
+            self._flush()
+        elif not self._armed:
+            loop = running_loop()
+            if loop is None:  # not on asyncio (trio, or no loop): write it now
+                self._flush()
+                return
+            self._armed = True
+            loop.call_later(_FLUSH_AFTER, self._on_timer)
 
-    def _flush(self) -> None:
-        lines, self._pending = self._pending, []
-        if lines:
-            self._write_line("".join(lines))
-
-    def flush(self) -> None:
-        """Write the lines still waiting for the end of the loop iteration (at shutdown)."""
+    def _flush_scheduled(self) -> None:
+        self._armed = False
         self._flush()
 
-    def _write_line(self, text: str) -> None:
+    def _flush(self) -> None:
+        """Write the pending lines, in writes of at most ``_ATOMIC`` bytes that end lines."""
+        lines, self._pending, self._pending_size = self._pending, [], 0
         handler = self._handler
-        if handler is not None:
-            self._write(handler, text)
+        if not lines or handler is None:
+            return
+        # A write of at most PIPE_BUF bytes to a pipe is never interleaved with another
+        # process's (--workers share stderr): whole lines, at most 4 KiB a write.
+        chunk: list[str] = []
+        size = 0
+        for line in lines:
+            # An ASCII line is as many bytes as characters in any encoding a stream may
+            # have; any other line goes out by itself.
+            length = len(line) if line.isascii() else _ATOMIC
+            if size + length > _ATOMIC and chunk:
+                self._write(handler, "".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += length
+        self._write(handler, "".join(chunk))
+
+    def flush(self) -> None:
+        """Write the lines still waiting (at shutdown)."""
+        self._flush()
 
     @staticmethod
     def _write(handler: logging.StreamHandler[Any], text: str) -> None:

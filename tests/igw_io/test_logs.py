@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -227,3 +228,75 @@ def test_access_lines_stop_within_a_second_of_the_level_going_up() -> None:
     finally:
         access.setLevel(logging.NOTSET)
     assert len(out.getvalue().splitlines()) == 1
+
+
+class _Writes(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def _direct_access_log() -> tuple[AccessLog, _Writes]:
+    configure_logging(development=False)
+    handler = logging.getLogger("igw").handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    stream = _Writes()
+    handler.setStream(stream)
+    return AccessLog(), stream
+
+
+def _record(request_id: str, path: str = "/health") -> ExchangeRecord:
+    return ExchangeRecord(request_id=request_id, method="GET", route="/health", path=path,
+                          status=200)
+
+
+def test_access_lines_on_a_loop_wait_to_go_out_together() -> None:
+    log, stream = _direct_access_log()
+
+    async def serve() -> list[str]:
+        for n in range(3):
+            log.write(_record(f"r{n}"))
+        await asyncio.sleep(0)  # an iteration later: still waiting
+        before = list(stream.writes)
+        await asyncio.sleep(0.2)
+        return before
+
+    assert asyncio.run(serve()) == []
+    [batch] = stream.writes
+    assert [json.loads(line)["request_id"] for line in batch.splitlines()] == ["r0", "r1", "r2"]
+
+
+def test_each_write_holds_whole_lines_and_at_most_4_kib() -> None:
+    log, stream = _direct_access_log()
+
+    async def serve() -> None:
+        for n in range(100):
+            log.write(_record(f"r{n}", path="/v1/" + "x" * n))
+        log.write(_record("wide", path="/v1/caf\u00e9"))
+        await asyncio.sleep(0.2)
+
+    asyncio.run(serve())
+    assert len(stream.writes) > 1
+    for text in stream.writes:
+        assert text.endswith("\n")
+        assert len(text.encode()) <= 4096
+    assert stream.writes[-1] == stream.getvalue().splitlines(keepends=True)[-1]  # alone
+    ids = [json.loads(line)["request_id"] for line in stream.getvalue().splitlines()]
+    assert ids == [f"r{n}" for n in range(100)] + ["wide"]
+
+
+def test_many_waiting_lines_go_out_without_waiting_for_the_timer() -> None:
+    log, stream = _direct_access_log()
+
+    async def serve() -> int:
+        for n in range(400):  # over 64 KiB of lines
+            log.write(_record(f"r{n}", path="/v1/" + "y" * 200))
+        return len(stream.writes)
+
+    assert asyncio.run(serve()) > 0
