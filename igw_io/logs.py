@@ -316,7 +316,12 @@ class AccessLog:
         self._write(handler, "".join(chunk))
 
     def flush(self) -> None:
-        """Write the lines still waiting (at shutdown)."""
+        """Write the lines still waiting (at shutdown).
+
+        A timer still scheduled is forgotten: the next line schedules its own, also on
+        another loop than the one that is stopping.
+        """
+        self._armed = False
         self._flush()
 
     @staticmethod

@@ -98,11 +98,6 @@ class Server:
         self.port = 0
         self._stop: anyio.Event | None = None
 
-    @property
-    def shutting_down(self) -> bool:
-        """Whether the server is draining (responses then carry ``Connection: close``)."""
-        return self.runtime.draining
-
     def is_shutting_down(self) -> bool:
         """Whether the server is draining (responses then carry ``Connection: close``)."""
         return self.runtime.draining

@@ -300,3 +300,21 @@ def test_many_waiting_lines_go_out_without_waiting_for_the_timer() -> None:
         return len(stream.writes)
 
     assert asyncio.run(serve()) > 0
+
+
+def test_after_a_flush_lines_on_another_loop_still_go_out() -> None:
+    log, stream = _direct_access_log()
+
+    async def first() -> None:
+        log.write(_record("a"))  # the loop stops before its timer fires
+
+    asyncio.run(first())
+    log.flush()  # as at shutdown
+
+    async def second() -> None:
+        log.write(_record("b"))
+        await asyncio.sleep(0.2)
+
+    asyncio.run(second())
+    assert [json.loads(line)["request_id"] for line in stream.getvalue().splitlines()] == [
+        "a", "b"]
