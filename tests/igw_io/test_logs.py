@@ -188,14 +188,8 @@ def _next_second() -> None:
 
 
 def test_a_handler_added_while_serving_gets_the_access_lines_of_the_next_second() -> None:
-    configure_logging(development=False)
-    handler = logging.getLogger("igw").handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    direct = io.StringIO()
-    handler.setStream(direct)
-    record = ExchangeRecord(request_id="r1", method="GET", route="/health", path="/health",
-                            status=200)
-    log = AccessLog()
+    log, direct = _direct_access_log()
+    record = _record("r1")
     log.write(record)  # no loop running: written at once, straight to igw's handler
     assert json.loads(direct.getvalue())["request_id"] == "r1"
     added = io.StringIO()
@@ -211,14 +205,8 @@ def test_a_handler_added_while_serving_gets_the_access_lines_of_the_next_second(
 
 
 def test_access_lines_stop_within_a_second_of_the_level_going_up() -> None:
-    configure_logging(development=False)
-    handler = logging.getLogger("igw").handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    out = io.StringIO()
-    handler.setStream(out)
-    record = ExchangeRecord(request_id="r1", method="GET", route="/health", path="/health",
-                            status=200)
-    log = AccessLog()
+    log, out = _direct_access_log()
+    record = _record("r1")
     log.write(record)
     access = logging.getLogger("igw.access")
     access.setLevel(logging.WARNING)
