@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 #: there (tests/igw_io/test_compiled_rules.py holds these modules to the rule).
 COMPILED = [
     "igw_core/chat.py",
+    "igw_core/config.py",  # Settings: its fields are read per request
     "igw_core/effects.py",
     "igw_core/endpoints.py",
     "igw_core/events.py",

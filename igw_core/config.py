@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 from igw_core.providers import DEMO_SPEC, PROVIDER_SPECS, Provider
@@ -184,14 +184,14 @@ class _Refused(Exception):
 
 _Parser = Callable[[str], object]
 
-_BOOL_ACCEPTED = "exactly 'true' or 'false'"
-_DURATION_ACCEPTED = (
+_BOOL_ACCEPTED: Final = "exactly 'true' or 'false'"
+_DURATION_ACCEPTED: Final = (
     "a non-negative Go duration such as 500ms, 5s, 1m30s or 1.5h "
     "(units ns, us, µs, ms, s, m, h; a unit is required except for 0)"
 )
-_URL_ACCEPTED = "an absolute http:// or https:// URL with a host"
-_URL_LIST_ACCEPTED = "comma-separated absolute http:// or https:// URLs with a host"
-_INT64_MAX = 2**63 - 1
+_URL_ACCEPTED: Final = "an absolute http:// or https:// URL with a host"
+_URL_LIST_ACCEPTED: Final = "comma-separated absolute http:// or https:// URLs with a host"
+_INT64_MAX: Final = 2**63 - 1
 
 
 def _boolean(text: str) -> bool:
@@ -202,7 +202,7 @@ def _boolean(text: str) -> bool:
     raise _Refused(_BOOL_ACCEPTED)
 
 
-_NS_PER_UNIT = {
+_NS_PER_UNIT: Final = {
     "ns": 1,
     "us": 1_000,
     "\u00b5s": 1_000,  # micro sign, as Go accepts
@@ -212,7 +212,7 @@ _NS_PER_UNIT = {
     "m": 60_000_000_000,
     "h": 3_600_000_000_000,
 }
-_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_DURATION_PART: Final = re.compile(r"([0-9]*)(?:\.([0-9]*))?(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 
 
 def parse_duration(text: str) -> float:
@@ -266,7 +266,7 @@ def _duration(text: str) -> float:
         raise _Refused(_DURATION_ACCEPTED) from None
 
 
-_DIGITS = re.compile(r"[0-9]+")
+_DIGITS: Final = re.compile(r"[0-9]+")
 
 
 def _integer(minimum: int, maximum: int = _INT64_MAX) -> _Parser:
@@ -321,7 +321,7 @@ _port = _integer(0, 65535)
 _count = _integer(0)
 
 #: How each Settings field (bar ``providers``) is parsed from its variable.
-_PARSERS: dict[str, _Parser] = {
+_PARSERS: Final[dict[str, _Parser]] = {
     "environment": _text,
     "allowed_models": _items,
     "disallowed_models": _items,
@@ -373,10 +373,10 @@ _PARSERS: dict[str, _Parser] = {
 }
 
 #: Variable names that are not simply the field name upper-cased.
-_VARIABLE_NAMES = {"demo": "IGW_DEMO"}
+_VARIABLE_NAMES: Final = {"demo": "IGW_DEMO"}
 
 #: The ``*_ENABLED`` spellings accepted for each flag.
-_ALIASES = {
+_ALIASES: Final = {
     "AUTH_ENABLE": "AUTH_ENABLED",
     "MCP_ENABLE": "MCP_ENABLED",
     "TELEMETRY_ENABLE": "TELEMETRY_ENABLED",
