@@ -28,6 +28,7 @@ from igw_core.flows.base import (
     BodyBuffer,
     ErrorHead,
     Flow,
+    Table,
     TableState,
     by_state,
     provider_failure,
@@ -73,11 +74,9 @@ class TranslatedMessages(Flow):
         stream: whether the client asked for an event stream.
     """
 
-    DONE = Step.DONE
-
     def __init__(self, exchange: Exchange, provider: Provider, model: str, *,
                  client_model: str, stream: bool) -> None:
-        super().__init__(exchange, Step.AWAITING_HEAD)
+        super().__init__(exchange, _TABLE, Step.AWAITING_HEAD, Step.DONE)
         self.provider = self.upstream = provider
         self.model = model
         self.streamed = stream
@@ -191,7 +190,7 @@ class TranslatedMessages(Flow):
 
 
 _T = TranslatedMessages
-TranslatedMessages.TABLE = by_state({
+_TABLE: Final[Table] = by_state({
     (Step.AWAITING_HEAD, StreamHead): (_T._on_stream_head, Step.STREAMING),
     (Step.AWAITING_HEAD, ProviderHead): (_T._on_body_head, Step.READING),
     (Step.AWAITING_HEAD, ErrorHead): (_T._on_error_head, Step.READING_ERROR),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from igw_core.effects import CallProvider, Effect
 from igw_core.errors import LocalProtocolError, UpstreamTimeout, UpstreamUnreachable
@@ -115,11 +115,11 @@ class Routed:
 
 
 class Flow:
-    """One endpoint's work after routing: a state machine driven by its :attr:`TABLE`.
+    """One endpoint's work after routing: a state machine driven by a transition table.
 
-    Subclasses set :attr:`TABLE`, :attr:`DONE` and the starting :attr:`state`, and may
-    override :meth:`kind` to split one event type into the cases their table names.
-    A flow that reaches :attr:`DONE` has sent (or aborted) its whole response; the
+    Subclasses pass their :data:`Table`, their starting state and their end state, and
+    may override :meth:`kind` to split one event type into the cases their table names.
+    A flow that reaches its end state has sent (or aborted) its whole response; the
     exchange then reports what the flow recorded in these attributes:
 
     Attributes:
@@ -134,16 +134,15 @@ class Flow:
         routed: the routing alias walk behind its provider calls, if any.
     """
 
-    TABLE: ClassVar[Table]
-    DONE: ClassVar[TableState]
-
-    def __init__(self, exchange: Exchange, state: TableState) -> None:
+    def __init__(self, exchange: Exchange, table: Table, state: TableState,
+                 done: TableState) -> None:
+        # The table and end state are arguments, not class attributes: compiled, a class
+        # attribute read through the instance is a dictionary walk of the class and its
+        # bases, where a subclass passes a module constant directly.
         self.exchange = exchange
+        self.table = table
         self.state = state
-        # The class's table and end state, read once: compiled, a class attribute read
-        # through the instance is a dictionary walk of the class and its bases each time.
-        self.table = self.TABLE
-        self.done = self.DONE
+        self.done = done
         self.provider: Provider | None = None
         self.model = ""
         self.streamed = False

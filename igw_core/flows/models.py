@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 from igw_core.effects import CallProvider, Effect
 from igw_core.errors import LocalProtocolError, NotFound
 from igw_core.events import Event, ProviderFailed, ProviderResponse
-from igw_core.flows.base import Flow, TableState, by_state, provider_failure
+from igw_core.flows.base import Flow, Table, TableState, by_state, provider_failure
 from igw_core.models import filter_models, parse_model_list
 from igw_core.redact import scrub
 from igw_core.responses import json_bytes, json_response, upstream_error_body
@@ -48,11 +48,9 @@ class ModelsFlow(Flow):
         extra: entries listed after the providers' (the routing aliases).
     """
 
-    DONE = Step.DONE
-
     def __init__(self, exchange: Exchange, providers: list[Provider], *, single: bool,
                  wanted: str | None = None, extra: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(exchange, Step.COLLECTING)
+        super().__init__(exchange, _TABLE, Step.COLLECTING, Step.DONE)
         if single:
             self.provider = providers[0]
         self._pending = dict(enumerate(providers))
@@ -128,7 +126,7 @@ class ModelsFlow(Flow):
 
 
 _M = ModelsFlow
-ModelsFlow.TABLE = by_state({
+_TABLE: Final[Table] = by_state({
     (Step.COLLECTING, ProviderResponse): (_M._collect, Step.COLLECTING),
     (Step.COLLECTING, ProviderFailed): (_M._collect, Step.COLLECTING),
     (Step.COLLECTING, LastResult): (_M._answer, Step.DONE),

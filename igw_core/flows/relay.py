@@ -36,6 +36,7 @@ from igw_core.flows.base import (
     ErrorHead,
     Flow,
     Routed,
+    Table,
     TableState,
     by_state,
     provider_failure,
@@ -88,12 +89,10 @@ class RelayFlow(Flow):
         routed: the alias walk, when the model was a routing alias.
     """
 
-    DONE = Step.DONE
-
     def __init__(self, exchange: Exchange, provider: Provider, model: str = "", *,
                  proxied: bool = False, metered: bool = True,
                  routed: Routed | None = None) -> None:
-        super().__init__(exchange, Step.AWAITING_HEAD)
+        super().__init__(exchange, _TABLE, Step.AWAITING_HEAD, Step.DONE)
         self.provider = provider
         self.upstream = provider
         self.model = model
@@ -292,7 +291,7 @@ def retry_after(headers: Headers, wall: float) -> float | None:
 
 
 _R = RelayFlow
-RelayFlow.TABLE = by_state({
+_TABLE: Final[Table] = by_state({
     (Step.AWAITING_HEAD, ProviderHead): (_R._on_head, Step.RELAYING),
     (Step.AWAITING_HEAD, ErrorHead): (_R._on_error_head, Step.READING_ERROR),
     # None: a routed request may go on to the alias's next deployment (AWAITING_HEAD).

@@ -38,6 +38,7 @@ from igw_core.flows.base import (
     ErrorHead,
     Flow,
     Routed,
+    Table,
     TableState,
     by_state,
     provider_failure,
@@ -99,13 +100,11 @@ class AgentRun(Flow):
     :meth:`receive` until :attr:`finished`.
     """
 
-    DONE = Phase.DONE
-
     def __init__(
         self, exchange: Exchange, loop: AgentLoop, provider: Provider, url: str,
         headers: Headers,
     ) -> None:
-        super().__init__(exchange, Phase.PROVIDER)
+        super().__init__(exchange, _TABLE, Phase.PROVIDER, Phase.DONE)
         self.loop = loop
         self.provider = provider
         self.upstream = provider
@@ -349,7 +348,7 @@ _DECISIONS: Final[dict[type, tuple[Callable[[Any, Any], list[Effect]], Phase]]] 
 #: ``(phase, event kind) -> (handler, next phase)``; ``None``: the loop's decision
 #: names the next phase (see ``_DECISIONS``), or a routed round's failure goes on to the
 #: alias's next deployment (PROVIDER) or ends the run (DONE).
-AgentRun.TABLE = by_state({
+_TABLE: Final[Table] = by_state({
     (Phase.PROVIDER, ProviderHead): (_A._on_head, Phase.READING),
     (Phase.PROVIDER, ErrorHead): (_A._on_error_head, Phase.READING_ERROR),
     (Phase.PROVIDER, ProviderFailed): (_A._on_failed, None),
