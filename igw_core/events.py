@@ -26,8 +26,21 @@ class Event:
     __slots__ = ()
 
 
+class Timed(Event):
+    """Base class of the events that carry a monotonic clock reading, ``now`` (each
+    declares it among its fields).
+
+    Compiled, ``isinstance`` and the attribute read through this class are direct, where
+    a set of such types and ``getattr`` were a lookup and a call.
+    """
+
+    __slots__ = ("now",)
+
+    now: float
+
+
 @dataclass(slots=True, init=False)
-class RequestHead(Event):
+class RequestHead(Timed):
     """A client request's head arrived.
 
     Fields:
@@ -82,7 +95,7 @@ class BodyFailure(enum.Enum):
 
 
 @dataclass(slots=True, init=False)
-class RequestBodyFailed(Event):
+class RequestBodyFailed(Timed):
     """The client's request body could not be read to its end.
 
     The connection cannot carry another request after it; the exchange answers
@@ -114,7 +127,7 @@ class FailureReason(enum.Enum):
 
 
 @dataclass(slots=True, init=False)
-class ProviderHead(Event):
+class ProviderHead(Timed):
     """The response head of provider call ``call`` arrived.
 
     Fields:
@@ -149,7 +162,7 @@ class ProviderData(Event):
 
 
 @dataclass(slots=True, init=False)
-class ProviderEnd(Event):
+class ProviderEnd(Timed):
     """Provider call ``call``'s body is complete (read or relayed).
 
     Fields:
@@ -169,7 +182,7 @@ class ProviderEnd(Event):
 
 
 @dataclass(slots=True, init=False)
-class ProviderResponse(Event):
+class ProviderResponse(Timed):
     """A whole buffered response to a ``CallProvider(buffer=True)``."""
 
     call: int
@@ -187,7 +200,7 @@ class ProviderResponse(Event):
 
 
 @dataclass(slots=True, init=False)
-class ProviderFailed(Event):
+class ProviderFailed(Timed):
     """Provider call ``call`` failed.
 
     Fields:
@@ -210,7 +223,7 @@ class ProviderFailed(Event):
 
 
 @dataclass(slots=True, init=False)
-class ToolResult(Event):
+class ToolResult(Timed):
     """The outcome of MCP tool call ``call`` (a ``CallTool`` effect).
 
     Fields:
@@ -243,7 +256,7 @@ class KeysRefreshed(Event):
 
 
 @dataclass(slots=True, init=False)
-class ClientGone(Event):
+class ClientGone(Timed):
     """The client disconnected before the response was complete.
 
     Fields:

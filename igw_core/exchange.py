@@ -45,6 +45,7 @@ from igw_core.events import (
     RequestData,
     RequestEnd,
     RequestHead,
+    Timed,
 )
 from igw_core.flows.base import Flow, TableState, by_state
 from igw_core.gateway import Gateway
@@ -158,8 +159,8 @@ class Exchange:
             LocalProtocolError: ``event`` is not legal in the current state.
         """
         kind = type(event)
-        if kind in _TIMED:
-            self._now = event.now  # type: ignore[attr-defined]
+        if isinstance(event, Timed):
+            self._now = event.now
         state = self.state
         if kind is ClientGone:
             return [] if state is State.DONE else self._on_client_gone(event)  # type: ignore[arg-type]
@@ -404,10 +405,6 @@ _PROBES: Final = {
     "/ready": Endpoint("/ready", ("GET",), False, on_head=_ready),
 }
 _NO_HEAD: Final = RequestHead("", "", "", (), 0.0)
-#: The event types that carry a clock reading (``now``). A set, not ``getattr`` with a
-#: default: a miss on a slotted instance raises and formats an AttributeError inside.
-_TIMED: Final = frozenset(kind for kind in Event.__subclasses__()
-                   if "now" in getattr(kind, "__dataclass_fields__", ()))
 _NOT_ROUTED: Final = Endpoint("other", None, False)
 _Handler = Callable[[Exchange, Any], list[Effect]]
 _E = Exchange
