@@ -84,7 +84,9 @@ class Run:
         #: Starts watching for the client's disconnect (channels that cannot tell by
         #: themselves); called before the first provider or tool call.
         self.watch: Callable[[], None] | None = None
-        #: Cancels what serves the request (its task, or its cancel scope on trio).
+        #: The task that serves the request (asyncio), cancelled when the client leaves.
+        self.task: asyncio.Task[Any] | None = None
+        #: Cancels what serves the request on trio (its cancel scope).
         self.cancel: Callable[[], object] | None = None
         #: The task that reads for the disconnect (:meth:`start_watching`).
         self.watcher: asyncio.Task[None] | None = None
@@ -92,7 +94,9 @@ class Run:
     def left(self) -> None:
         """The client left: mark the run gone and cancel what serves it."""
         self.gone = True
-        if self.cancel is not None:
+        if self.task is not None:
+            self.task.cancel()
+        elif self.cancel is not None:
             self.cancel()
 
     def start_watching(self) -> None:
