@@ -20,6 +20,7 @@ from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 from igw_core.events import FailureReason
+from igw_io.loops import resolve
 from igw_io.response_parsers import ResponseParseError, make_parser, resolve_parser
 
 __all__ = ["ClientResponse", "H1Client", "UpstreamFailure", "default_ssl_context"]
@@ -250,8 +251,7 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+            resolve(waiter)
 
     # -- failures and timers ----------------------------------------------------------------
 
@@ -391,8 +391,7 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+            resolve(waiter)
 
     def on_end(self, keep_alive: bool) -> None:
         self._keep_alive = keep_alive

@@ -1,4 +1,5 @@
-"""Which asyncio loop runs the caller, without a system call each time it is asked."""
+"""Which asyncio loop runs the caller (without a system call each time it is asked), and
+waking a task that awaits a future."""
 
 from __future__ import annotations
 
@@ -39,3 +40,15 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
     if loop is not None:
         last.loop, last.thread = loop, _get_ident()
     return loop
+
+
+def resolve(waiter: asyncio.Future[None]) -> None:
+    """Wake the task awaiting ``waiter``, unless it was cancelled meanwhile.
+
+    Asking ``done()`` first is a method call every time; the refusal of a cancelled
+    future is an exception only then.
+    """
+    try:
+        waiter.set_result(None)
+    except asyncio.InvalidStateError:  # cancelled
+        pass

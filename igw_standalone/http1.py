@@ -27,6 +27,7 @@ from igw_core.events import BodyFailure
 from igw_io.channel import ClientDisconnected, RequestBodyError
 from igw_io.driver import Draining
 from igw_io.heads import HeadStamper
+from igw_io.loops import resolve
 from igw_standalone.parsers import END, Failure, Head, ParserEvent, RequestParser
 from igw_standalone.streams import TransportStream
 
@@ -428,8 +429,8 @@ class HTTP1Connection(asyncio.Protocol):
 
     def _wake(self) -> None:
         waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            resolve(waiter)
 
     # -- ClientChannel -----------------------------------------------------------
 
@@ -494,7 +495,9 @@ class HTTP1Connection(asyncio.Protocol):
         head = self.head
         assert head is not None
         close = self.closing or not head.keep_alive or self.draining.on
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+        # Compiled, a bytes %-format of bytes is one copy of its parts; a join goes through
+        # the buffer protocol for each.
+        block = b""
         sized = False
         for name, value in headers:
             if name == b"content-length":
@@ -502,18 +505,17 @@ class HTTP1Connection(asyncio.Protocol):
             elif name == b"connection":
                 close = close or value.lower() == b"close"
                 continue
-            lines.append(b"%s: %s\r\n" % (name, value))
+            block = b"%b%b: %b\r\n" % (block, name, value)
         if not sized and head.method != b"HEAD" and status not in _NO_BODY_STATUSES:
             if head.http10:
                 close = True  # the body ends when the connection does
             else:
                 self.chunked = True
-                lines.append(b"transfer-encoding: chunked\r\n")
+                block += b"transfer-encoding: chunked\r\n"
         if close:
             self.closing = True
-            lines.append(b"connection: close\r\n")
-        lines.append(b"\r\n")
-        data = b"".join(lines)
+            block += b"connection: close\r\n"
+        data = b"HTTP/1.1 %d %b\r\n%b\r\n" % (status, _REASONS.get(status, b""), block)
         if sized and head.method != b"HEAD":
             self.held = data  # goes out in one write with the body
         else:
