@@ -8,6 +8,8 @@ parses JSON per chunk.
 from __future__ import annotations
 
 import json
+import json.scanner
+from collections.abc import Callable
 from typing import Any, Final
 
 from igw_core.report import Usage
@@ -46,7 +48,11 @@ def usage_from_object(obj: Any) -> Usage | None:
     return Usage(prompt, completion, total)
 
 
-_DECODER: Final = json.JSONDecoder()
+#: The C scanner behind ``json.loads``, called directly: ``JSONDecoder.raw_decode`` around
+#: it is a Python frame. (typeshed wants another scanner as the context; json.decoder
+#: passes a decoder, as here.)
+_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = json.scanner.make_scanner(
+    json.JSONDecoder())  # type: ignore[arg-type]
 
 
 def usage_from_body(body: bytes, *, first: bool = False) -> Usage | None:
@@ -62,8 +68,8 @@ def usage_from_body(body: bytes, *, first: bool = False) -> Usage | None:
         if colon != -1 and not body[end:colon].strip():
             try:
                 rest = body[colon + 1 :].decode("utf-8", "replace").lstrip()
-                value, _ = _DECODER.raw_decode(rest)
-            except (ValueError, RecursionError):
+                value, _ = _SCAN(rest, 0)
+            except (ValueError, StopIteration, RecursionError):  # StopIteration: no value
                 value = None
             found = usage_from_object({"usage": value})
             if found is not None:
