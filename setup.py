@@ -55,6 +55,7 @@ COMPILED = [
     "igw_io/channel.py",
     "igw_io/driver.py",
     "igw_io/h1client.py",
+    "igw_io/header_lines.py",
     "igw_io/heads.py",
     "igw_io/logs.py",
     "igw_io/loops.py",

@@ -20,6 +20,7 @@ from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 from igw_core.events import FailureReason
+from igw_io.header_lines import header_lines
 from igw_io.loops import resolve
 from igw_io.response_parsers import ResponseParseError, make_parser, resolve_parser
 
@@ -571,16 +572,12 @@ class H1Client:
         if 10 in verb or 13 in verb:
             raise UpstreamFailure(FailureReason.UNREACHABLE,
                                   "the request method holds a line break; not sent")
-        # Compiled, a bytes %-format of bytes is one copy of its parts; a join goes
-        # through the buffer protocol for each.
-        block = b""
         for name, value in headers:
             if 10 in name or 13 in name or 10 in value or 13 in value:
                 raise UpstreamFailure(FailureReason.UNREACHABLE,
                                       "a request header holds a line break; not sent")
-            block = b"%b%b: %b\r\n" % (block, name, value)
-        head = b"%b %b%b%bcontent-length: %d\r\n\r\n" % (verb, target, origin.tail, block,
-                                                           len(body))
+        head = b"%b %b%b%bcontent-length: %d\r\n\r\n" % (verb, target, origin.tail,
+                                                           header_lines(headers), len(body))
         deadline = self.loop.time() + self.head_timeout if self.head_timeout is not None else None
         conn = self._checkout(origin.key)
         if conn is not None:

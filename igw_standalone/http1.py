@@ -26,6 +26,7 @@ from igw_core.errors import BadRequest
 from igw_core.events import BodyFailure
 from igw_io.channel import ClientDisconnected, RequestBodyError
 from igw_io.driver import Draining
+from igw_io.header_lines import header_lines
 from igw_io.heads import HeadStamper
 from igw_io.loops import resolve
 from igw_standalone.parsers import END, Failure, Head, ParserEvent, RequestParser
@@ -81,7 +82,11 @@ class HTTP1Connection(asyncio.Protocol):
         self.closing = False  # no further request on this connection
         self.reading_paused = False
         self.timer: asyncio.TimerHandle | None = None
-        self.expiry: tuple[float, Callable[[], None]] | None = None  # see _arm
+        # What the timer calls and when (see _arm); the loop timer's own time, kept here
+        # because asking the handle (when()) is a method call.
+        self.expiry: Callable[[], None] | None = None
+        self.expiry_at = 0.0
+        self.timer_at = 0.0
         # The task that serves the connection's requests one after another (or its HTTP/2
         # connection), and whether a request is being served.
         self.task: asyncio.Task[None] | None = None
@@ -387,12 +392,14 @@ class HTTP1Connection(asyncio.Protocol):
             self.expiry = None
             return
         when = self.loop.time() + seconds
-        self.expiry = (when, callback)
+        self.expiry = callback
+        self.expiry_at = when
         timer = self.timer
-        if timer is None or timer.when() > when:
+        if timer is None or self.timer_at > when:
             if timer is not None:
                 timer.cancel()
             self.timer = self.loop.call_at(when, self._on_timer)
+            self.timer_at = when
 
     def _cancel_timer(self) -> None:
         """Disarm; the pending loop timer, if any, will find nothing to do."""
@@ -407,12 +414,13 @@ class HTTP1Connection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self.timer = None
-        expiry = self.expiry
-        if expiry is None:
+        callback = self.expiry
+        if callback is None:
             return
-        when, callback = expiry
+        when = self.expiry_at
         if self.loop.time() < when:
             self.timer = self.loop.call_at(when, self._on_timer)
+            self.timer_at = when
             return
         self.expiry = None
         callback()
@@ -495,17 +503,15 @@ class HTTP1Connection(asyncio.Protocol):
         head = self.head
         assert head is not None
         close = self.closing or not head.keep_alive or self.draining.on
-        # Compiled, a bytes %-format of bytes is one copy of its parts; a join goes through
-        # the buffer protocol for each.
-        block = b""
-        sized = False
+        sized = connection = False
         for name, value in headers:
             if name == b"content-length":
                 sized = True
-            elif name == b"connection":
+            elif name == b"connection":  # this connection's own: said below if it closes
+                connection = True
                 close = close or value.lower() == b"close"
-                continue
-            block = b"%b%b: %b\r\n" % (block, name, value)
+        block = header_lines(headers if not connection else
+                             [header for header in headers if header[0] != b"connection"])
         if not sized and head.method != b"HEAD" and status not in _NO_BODY_STATUSES:
             if head.http10:
                 close = True  # the body ends when the connection does
