@@ -389,10 +389,7 @@ class _Connection(asyncio.Protocol):
             self._reading_paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            resolve(waiter)
+        self._wake()
 
     def on_end(self, keep_alive: bool) -> None:
         self._keep_alive = keep_alive

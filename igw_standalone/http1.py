@@ -177,11 +177,11 @@ class HTTP1Connection(asyncio.Protocol):
             self.h2.lost()
         self._gone()
         writable, self.writable = self.writable, None
-        if writable is not None and not writable.done():
-            writable.set_result(None)
+        if writable is not None:
+            resolve(writable)
         waiting, self.next_head = self.next_head, None
-        if waiting is not None and not waiting.done():
-            waiting.set_result(None)  # the serving task ends
+        if waiting is not None:
+            resolve(waiting)  # the serving task ends
 
     def pause_writing(self) -> None:
         if self.h2 is not None:
@@ -194,8 +194,8 @@ class HTTP1Connection(asyncio.Protocol):
             self.h2.resume_writing()
             return
         writable, self.writable = self.writable, None
-        if writable is not None and not writable.done():
-            writable.set_result(None)
+        if writable is not None:
+            resolve(writable)
 
     # -- HTTP/2 hand-off -------------------------------------------------------
 
@@ -558,8 +558,7 @@ class HTTP1Connection(asyncio.Protocol):
         waiter: asyncio.Future[None] = self.loop.create_future()
 
         def gone() -> None:
-            if not waiter.done():
-                waiter.set_result(None)
+            resolve(waiter)
 
         self.on_gone = gone
         await waiter

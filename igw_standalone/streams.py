@@ -15,6 +15,8 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from igw_io.loops import resolve
+
 #: What reading or writing raises once the client left, reset or closed the connection.
 PEER_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
@@ -57,13 +59,13 @@ class TransportStream(anyio.abc.ByteStream):
     def resume_writing(self) -> None:
         """The transport's write buffer drained."""
         waiter, self._writable = self._writable, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            resolve(waiter)
 
     def _wake_reader(self) -> None:
         waiter, self._readable = self._readable, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            resolve(waiter)
 
     # -- anyio ByteStream ---------------------------------------------------
 
