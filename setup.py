@@ -66,6 +66,17 @@ COMPILED = [
     "igw_standalone/parsers.py",
 ]
 
+#: Flags added for GCC and Clang. The compiled modules share one library, whose
+#: functions and globals are otherwise exported: calls between them went through the
+#: PLT, reads of module globals through the GOT, and GCC could inline none of them.
+#: Hidden, they are direct; ``-fno-plt`` (ELF only) calls into libpython through the
+#: GOT without a jump through the PLT. In callgrind's simulation of a chat request,
+#: 3.8% fewer instructions, 9% fewer instruction-cache and 18% fewer data-cache misses
+#: (``docs/engine.md``). Each module's ``PyInit_`` stays exported (``PyMODINIT_FUNC``
+#: says so); the library hands out everything else in capsules.
+UNIX_FLAGS: list[str] = ["-fvisibility=hidden"] + (
+    ["-fno-plt"] if sys.platform.startswith("linux") else [])
+
 _OFF = ("1", "true", "yes", "on")
 #: Commands that write only metadata or sources: pip runs two of them before the build,
 #: each in a fresh process, and mypyc's type-check would cost ~25 s each time.
@@ -96,12 +107,16 @@ def compiled_extensions() -> list:  # type: ignore[type-arg]
     previous = os.getcwd()
     os.chdir(HERE)  # mypy reads its settings from pyproject.toml here
     try:
-        return mypycify(COMPILED, opt_level="3")
+        extensions = mypycify(COMPILED, opt_level="3")
     except BaseException as exc:  # mypyc exits on a type error: never fail the install
         _warn(f"mypyc could not compile the request path ({exc!r})")
         return []
     finally:
         os.chdir(previous)
+    for extension in extensions:
+        if "-O3" in extension.extra_compile_args:  # a GCC-like compiler, not MSVC
+            extension.extra_compile_args += UNIX_FLAGS
+    return extensions
 
 
 class OptionalBuildExt(build_ext):
