@@ -72,9 +72,10 @@ class Run:
         self.channel = channel
         self.upstream = upstream
         self.clock = clock
-        # A list, not a deque: compiled, a list's pop and extend are direct calls, a
-        # deque's are method lookups; the queue holds a few effects at a time.
+        # A list and the index of the next effect, not a deque (compiled, a deque's
+        # methods are lookups) nor pop(0) (a slice assignment and a realloc each).
         self.effects: list[Effect] = []
+        self.taken = 0
         #: Provider responses opened and not yet closed, by call id.
         self.responses: dict[int, UpstreamResponse] = {}
         self.record: ExchangeRecord | None = None
@@ -112,6 +113,27 @@ class Run:
     def feed(self, event: Event) -> None:
         self.effects.extend(self.exchange.receive(event))
 
+    def take(self) -> Effect | None:
+        """Return the next pending effect, or ``None`` (and empty the queue) if none is."""
+        effects = self.effects
+        taken = self.taken
+        if taken < len(effects):
+            self.taken = taken + 1
+            return effects[taken]
+        self.compact()
+        return None
+
+    def compact(self) -> None:
+        """Empty the queue if every effect in it was taken."""
+        if self.taken and self.taken == len(self.effects):
+            self.effects.clear()
+            self.taken = 0
+
+    def peek(self) -> Effect | None:
+        """Return the next pending effect without taking it, or ``None``."""
+        taken = self.taken
+        return self.effects[taken] if taken < len(self.effects) else None
+
     async def run(self) -> None:
         """Perform effects until the exchange has reported.
 
@@ -121,13 +143,14 @@ class Run:
         Raises:
             ClientDisconnected: the client left.
         """
-        effects = self.effects
         exchange = self.exchange
         perform = _PERFORM
-        while effects or not exchange.finished:
-            if not effects:  # pragma: no cover - the exchange always asks for something
-                raise RuntimeError("exchange stalled without effects")
-            effect = effects.pop(0)
+        while True:
+            effect = self.take()
+            if effect is None:
+                if exchange.finished:
+                    return
+                raise RuntimeError("exchange stalled without effects")  # pragma: no cover
             kind = type(effect)
             if kind is CallProvider or kind is CallTool:
                 if self.watch is not None:
@@ -138,8 +161,9 @@ class Run:
                 parallel = False
             if parallel:
                 batch = [effect]
-                while effects and in_parallel(effects[0]):
-                    batch.append(effects.pop(0))
+                while (head := self.peek()) is not None and in_parallel(head):
+                    batch.append(head)
+                    self.taken += 1
                 await run_parallel(self.call_parallel, batch)
             else:
                 waiting = perform[kind](self, effect)
@@ -266,15 +290,15 @@ class Run:
         call = effect.call
         response = self.responses[call]
         next_chunk = response.next_chunk
-        effects = self.effects
         failed: UpstreamFailure | None = None
         try:
             while (chunk := await next_chunk()) is not None:
                 self.feed(ProviderData(call, chunk))
                 # Bytes made from a body being read (an agent loop's stream) go out now.
-                while effects and isinstance(head := effects[0], SendData):
-                    effects.pop(0)
+                while isinstance(head := self.peek(), SendData):
+                    self.taken += 1
                     await self.channel.send_data(head.data)
+                self.compact()  # a long stream does not grow the queue
         except UpstreamFailure as failure:
             failed = failure
         if await self._release(call, response, failed):
@@ -304,8 +328,9 @@ class Run:
         left before the exchange finished is reported as gone."""
         if self.gone and not self.exchange.finished:  # no Report was made yet
             self.effects.clear()
+            self.taken = 0
             self.feed(ClientGone(self.clock(), self.first_data_at))
-        for effect in self.effects:
+        for effect in self.effects[self.taken:]:
             if isinstance(effect, Report):
                 self.record = effect.record
 
