@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from igw_core.errors import BadRequest
 from igw_core.gateway import Gateway
 from igw_core.routing import Route, route_model
 from igw_core.vision import check_vision
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class ChatPlan:
     """A validated chat request, ready to send.

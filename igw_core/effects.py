@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from igw_core.events import Headers
 from igw_core.report import ExchangeRecord
 
 
+@mypyc_attr(acyclic=True)
 class Effect:
     """Base class of every effect an exchange emits."""
 
@@ -27,11 +30,13 @@ class BodyTap(Protocol):
         """Observe one relayed chunk."""
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class ReadRequestBody(Effect):
     """Read the client's request body and feed ``RequestData``... ``RequestEnd``."""
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class CallProvider(Effect):
     """Send an HTTP request to a provider.
@@ -72,6 +77,7 @@ class CallProvider(Effect):
         self.head_timeout = head_timeout
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class CallTool(Effect):
     """Call an MCP tool and feed a ``ToolResult`` with the same ``call`` id.
@@ -98,6 +104,7 @@ class CallTool(Effect):
         self.arguments = arguments
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class RelayBody(Effect):
     """Copy call ``call``'s response body to the client as it arrives, unchanged.
@@ -114,6 +121,7 @@ class RelayBody(Effect):
         self.tap = tap
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class ReadProviderBody(Effect):
     """Feed call ``call``'s response body as ``ProviderData`` events, then ``ProviderEnd``."""
@@ -124,6 +132,7 @@ class ReadProviderBody(Effect):
         self.call = call
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class RefreshKeys(Effect):
     """Refetch the issuer's keys (rate-limited by the IO layer), then feed ``KeysRefreshed``.
@@ -137,6 +146,7 @@ class RefreshKeys(Effect):
         self.kid = kid
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class SendHead(Effect):
     """Send the client a response head.
@@ -153,6 +163,7 @@ class SendHead(Effect):
         self.headers = headers
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class SendData(Effect):
     """Send the client these body bytes."""
@@ -163,16 +174,19 @@ class SendData(Effect):
         self.data = data
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class SendEnd(Effect):
     """The response is complete."""
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class Abort(Effect):
     """Break the client connection: the response cannot be completed honestly."""
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class Report(Effect):
     """A finished exchange's facts, for metrics and the access log."""

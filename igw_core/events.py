@@ -14,18 +14,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     from igw_core.auth import KeySet
 
 Headers = Sequence[tuple[bytes, bytes]]
 
 
+@mypyc_attr(acyclic=True)
 class Event:
     """Base class of every event fed to an exchange."""
 
     __slots__ = ()
 
 
+@mypyc_attr(acyclic=True)
 class Timed(Event):
     """Base class of the events that carry a monotonic clock reading, ``now`` (each
     declares it among its fields).
@@ -39,6 +43,7 @@ class Timed(Event):
     now: float
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class RequestHead(Timed):
     """A client request's head arrived.
@@ -72,6 +77,7 @@ class RequestHead(Timed):
         self.fresh_id = fresh_id
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class RequestData(Event):
     """A piece of the client's request body."""
@@ -82,6 +88,7 @@ class RequestData(Event):
         self.data = data
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class RequestEnd(Event):
     """The client's request body is complete."""
@@ -94,6 +101,7 @@ class BodyFailure(enum.Enum):
     MALFORMED = "malformed"  # the body's framing broke HTTP (a bad chunk, say)
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class RequestBodyFailed(Timed):
     """The client's request body could not be read to its end.
@@ -126,6 +134,7 @@ class FailureReason(enum.Enum):
     TOO_LARGE = "too_large"  # a buffered body exceeded the gateway's limit
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class ProviderHead(Timed):
     """The response head of provider call ``call`` arrived.
@@ -149,6 +158,7 @@ class ProviderHead(Timed):
         self.now = now
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class ProviderData(Event):
     """A piece of provider call ``call``'s response body (after ``ReadProviderBody``)."""
@@ -161,6 +171,7 @@ class ProviderData(Event):
         self.data = data
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class ProviderEnd(Timed):
     """Provider call ``call``'s body is complete (read or relayed).
@@ -181,6 +192,7 @@ class ProviderEnd(Timed):
         self.first_data_at = first_data_at
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class ProviderResponse(Timed):
     """A whole buffered response to a ``CallProvider(buffer=True)``."""
@@ -199,6 +211,7 @@ class ProviderResponse(Timed):
         self.now = now
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class ProviderFailed(Timed):
     """Provider call ``call`` failed.
@@ -222,6 +235,7 @@ class ProviderFailed(Timed):
         self.now = now
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class ToolResult(Timed):
     """The outcome of MCP tool call ``call`` (a ``CallTool`` effect).
@@ -245,6 +259,7 @@ class ToolResult(Timed):
         self.now = now
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class KeysRefreshed(Event):
     """The answer to ``RefreshKeys``: the issuer's key set now (``None``: not loaded)."""
@@ -255,6 +270,7 @@ class KeysRefreshed(Event):
         self.keys = keys
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class ClientGone(Timed):
     """The client disconnected before the response was complete.

@@ -16,6 +16,8 @@ from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
+from mypy_extensions import mypyc_attr
+
 from igw_core import headers as hdrs
 from igw_core.auth import (
     AuthFailure,
@@ -88,6 +90,7 @@ def _request_id(given: bytes | None, fresh: str) -> str:
     return fresh
 
 
+@mypyc_attr(free_list_len=1)
 class Exchange:
     """The state machine of one HTTP request through the gateway.
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mypy_extensions import mypyc_attr
+
 from igw_core.router import AttemptFact
 
 #: Route labels are drawn from this fixed set so metrics never grow per path.
@@ -42,6 +44,7 @@ class ToolCallFact:
     duration: float
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class ExchangeRecord:
     """What one request did (read-only by convention; not frozen, as events are not).

@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mypy_extensions import mypyc_attr
+
 from igw_core.errors import BadRequest, Forbidden
 from igw_core.providers import Provider
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class Route:
     """Where a chat request goes (read-only by convention: built per request, and a frozen

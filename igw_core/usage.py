@@ -12,6 +12,8 @@ import json.scanner
 from collections.abc import Callable
 from typing import Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from igw_core.report import Usage
 
 _USAGE_KEY: Final = b'"usage"'
@@ -78,6 +80,7 @@ def usage_from_body(body: bytes, *, first: bool = False) -> Usage | None:
     return None
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 class ResponseTap:
     """Watches a relayed response body: usage from its tail, a debug copy of its head."""
 

@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
+from mypy_extensions import mypyc_attr
+
 from igw_core.events import FailureReason
 from igw_io.header_lines import header_lines
 from igw_io.loops import resolve
@@ -420,6 +422,7 @@ async def read_limited(next_chunk: Callable[[], Awaitable[bytes | None]], limit:
     return b"".join(parts)
 
 
+@mypyc_attr(free_list_len=1)
 class ClientResponse:
     """A provider response whose head has arrived; the body follows through :meth:`next_chunk`.
 

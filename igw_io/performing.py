@@ -16,6 +16,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from igw_core.effects import (
     Abort,
     CallProvider,
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("igw.driver")
 
 
+@mypyc_attr(free_list_len=1)
 class Run:
     """The state of one drive: the exchange, open provider responses, pending effects."""
 

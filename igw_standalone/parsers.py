@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import h11
+from mypy_extensions import mypyc_attr
 
 from igw_io.response_parsers import h11_bytes
 
@@ -22,6 +23,7 @@ from igw_io.response_parsers import h11_bytes
 MAX_HEAD: Final = 64 * 1024
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 @dataclass(slots=True, init=False)
 class Head:
     """A request head.

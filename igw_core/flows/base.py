@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from igw_core.effects import CallProvider, Effect
 from igw_core.errors import LocalProtocolError, UpstreamTimeout, UpstreamUnreachable
 from igw_core.events import ClientGone, Event, FailureReason, ProviderFailed
@@ -60,6 +62,7 @@ class ErrorHead:
     """Table key: a provider head with a non-2xx status, whose body is read whole."""
 
 
+@mypyc_attr(free_list_len=1, acyclic=True)
 class BodyBuffer:
     """A provider body read whole: kept up to :data:`MAX_BUFFERED` bytes, counted beyond."""
 

@@ -11,6 +11,8 @@ import logging
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Final
 
+from mypy_extensions import mypyc_attr
+
 from igw_core import headers as hdrs
 from igw_core.effects import (
     Abort,
@@ -69,6 +71,7 @@ class Step(TableState):
     DONE = "done"
 
 
+@mypyc_attr(free_list_len=1)
 class RelayFlow(Flow):
     """Relays the answer to the current :class:`CallProvider` to the client.
 
