@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from igw_core.config import Settings, load_settings
-from igw_io.channel import ClientDisconnected
+from igw_io.channel import ClientChannel, ClientDisconnected
 from igw_io.logs import configure_logging, secrets_of
 from igw_io.runtime import Runtime
 
@@ -29,7 +29,7 @@ Send = Callable[[Message], Awaitable[None]]
 log = logging.getLogger("igw.asgi")
 
 
-class _Channel:
+class _Channel(ClientChannel):
     """One ASGI request cycle as the driver's ``ClientChannel``."""
 
     __slots__ = ("_body_done", "_disconnected", "_head_sent", "_receive", "_send")

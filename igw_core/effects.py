@@ -8,12 +8,13 @@ made (they are not frozen for the reason :mod:`igw_core.events` gives).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from mypy_extensions import mypyc_attr
 
 from igw_core.events import Headers
 from igw_core.report import ExchangeRecord
+from igw_core.usage import ResponseTap
 
 
 @mypyc_attr(acyclic=True)
@@ -21,13 +22,6 @@ class Effect:
     """Base class of every effect an exchange emits."""
 
     __slots__ = ()
-
-
-class BodyTap(Protocol):
-    """Something that watches relayed bytes without changing them."""
-
-    def feed(self, data: bytes) -> None:
-        """Observe one relayed chunk."""
 
 
 @mypyc_attr(free_list_len=1, acyclic=True)
@@ -109,14 +103,15 @@ class CallTool(Effect):
 class RelayBody(Effect):
     """Copy call ``call``'s response body to the client as it arrives, unchanged.
 
-    ``tap``, when set, is shown every chunk. When the body ends feed
-    ``ProviderEnd``; if it breaks feed ``ProviderFailed``.
+    ``tap``, when set, is shown every chunk (a class, not a Protocol: compiled, its
+    ``feed`` is a direct call per chunk). When the body ends feed ``ProviderEnd``; if
+    it breaks feed ``ProviderFailed``.
     """
 
     call: int
-    tap: BodyTap | None = None
+    tap: ResponseTap | None = None
 
-    def __init__(self, call: int, tap: BodyTap | None = None) -> None:
+    def __init__(self, call: int, tap: ResponseTap | None = None) -> None:
         self.call = call
         self.tap = tap
 

@@ -26,7 +26,8 @@ from igw_io.header_lines import header_lines
 from igw_io.loops import resolve
 from igw_io.response_parsers import ResponseParseError, make_parser, resolve_parser
 
-__all__ = ["ClientResponse", "H1Client", "UpstreamFailure", "default_ssl_context"]
+__all__ = ["ClientResponse", "H1Client", "UpstreamFailure", "UpstreamResponse",
+           "default_ssl_context"]
 
 #: Unread body bytes above which the connection stops reading; it resumes below the low mark.
 HIGH_WATER: Final = 256 * 1024
@@ -422,8 +423,50 @@ async def read_limited(next_chunk: Callable[[], Awaitable[bytes | None]], limit:
     return b"".join(parts)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
+class UpstreamResponse:
+    """An open provider response whose body has not been read yet.
+
+    A base class, not a Protocol: compiled, its attributes and methods are direct reads
+    and indexed calls for the compiled responses (this module's, the demo's), where a
+    Protocol's are lookups by name; the httpcore response (trio) is a Python subclass.
+
+    Attributes:
+        status: the HTTP status.
+        headers: the headers, names lower-cased, in the order the provider sent them.
+    """
+
+    __slots__ = ("headers", "status")
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+    async def next_chunk(self) -> bytes | None:
+        """Return the next piece of the body as it arrives, or ``None`` at its end.
+
+        (A coroutine rather than an async generator: one response is read per request,
+        and an async generator costs the loop's bookkeeping of it on top.)
+
+        Raises:
+            UpstreamFailure: the connection broke or a read timed out.
+        """
+        raise NotImplementedError
+
+    async def read(self, limit: int) -> bytes:
+        """Read the whole body, at most ``limit`` bytes.
+
+        Raises:
+            UpstreamFailure: the connection broke, timed out, or the body is too large.
+        """
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release the connection (back to the pool when the body was fully read)."""
+        raise NotImplementedError
+
+
 @mypyc_attr(free_list_len=1)
-class ClientResponse:
+class ClientResponse(UpstreamResponse):
     """A provider response whose head has arrived; the body follows through :meth:`next_chunk`.
 
     Attributes:
@@ -431,7 +474,7 @@ class ClientResponse:
         headers: the headers, names lower-cased, in the order the server sent them.
     """
 
-    __slots__ = ("_conn", "headers", "status")
+    __slots__ = ("_conn",)
 
     def __init__(self, conn: _Connection) -> None:
         self.status = conn.status

@@ -273,14 +273,15 @@ class Run:
         call = effect.call
         response = self.responses[call]
         tap = effect.tap
-        send = self.channel.send_data
-        next_chunk = response.next_chunk
+        channel = self.channel
         failed: UpstreamFailure | None = None
         try:
-            while (chunk := await next_chunk()) is not None:
+            # Methods called on their objects, not bound once: compiled, both are
+            # indexed calls of base classes, and a bound method is a generic call.
+            while (chunk := await response.next_chunk()) is not None:
                 if tap is not None:
                     tap.feed(chunk)
-                await send(chunk)
+                await channel.send_data(chunk)
                 if self.first_data_at is None:
                     self.first_data_at = self.clock()
         except UpstreamFailure as failure:
@@ -292,10 +293,9 @@ class Run:
     async def read_provider(self, effect: ReadProviderBody) -> None:
         call = effect.call
         response = self.responses[call]
-        next_chunk = response.next_chunk
         failed: UpstreamFailure | None = None
         try:
-            while (chunk := await next_chunk()) is not None:
+            while (chunk := await response.next_chunk()) is not None:
                 self.feed(ProviderData(call, chunk))
                 # Bytes made from a body being read (an agent loop's stream) go out now.
                 while isinstance(head := self.peek(), SendData):

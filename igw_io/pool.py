@@ -20,7 +20,7 @@ import httpcore
 from igw_core.config import Settings
 from igw_core.effects import CallProvider
 from igw_core.events import FailureReason
-from igw_io.h1client import UpstreamFailure, read_limited
+from igw_io.h1client import UpstreamFailure, UpstreamResponse, read_limited
 from igw_io.upstream import lower_names
 
 _Key = tuple[bytes, bytes, int]
@@ -187,7 +187,7 @@ def _host_header(url: httpcore.URL) -> bytes:
     return host
 
 
-class HttpcoreResponse:
+class HttpcoreResponse(UpstreamResponse):
     """A provider response on an httpcore connection (the trio path)."""
 
     def __init__(self, response: httpcore.Response) -> None:

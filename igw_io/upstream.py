@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from sniffio import current_async_library
 
 from igw_core.config import Settings
 from igw_core.demo import demo_response
 from igw_core.effects import CallProvider
-from igw_io.h1client import H1Client, UpstreamFailure, read_limited
+from igw_io.h1client import H1Client, UpstreamFailure, UpstreamResponse, read_limited
 from igw_io.loops import running_loop
 from igw_io.response_parsers import resolve_parser
 
@@ -38,39 +38,7 @@ def lower_names(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
     return [(name.lower(), value) for name, value in headers]
 
 
-class UpstreamResponse(Protocol):
-    """An open provider response whose body has not been read yet.
-
-    Attributes:
-        status: the HTTP status.
-        headers: the headers, names lower-cased, in the order the provider sent them.
-    """
-
-    status: int
-    headers: list[tuple[bytes, bytes]]
-
-    async def next_chunk(self) -> bytes | None:
-        """Return the next piece of the body as it arrives, or ``None`` at its end.
-
-        (A coroutine rather than an async generator: one response is read per request,
-        and an async generator costs the loop's bookkeeping of it on top.)
-
-        Raises:
-            UpstreamFailure: the connection broke or a read timed out.
-        """
-
-    async def read(self, limit: int) -> bytes:
-        """Read the whole body, at most ``limit`` bytes.
-
-        Raises:
-            UpstreamFailure: the connection broke, timed out, or the body is too large.
-        """
-
-    async def aclose(self) -> None:
-        """Release the connection (back to the pool when the body was fully read)."""
-
-
-class _DemoResponse:
+class _DemoResponse(UpstreamResponse):
     """The demo provider's answer, made in-process."""
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]],

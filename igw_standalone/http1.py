@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final, cast
 from igw_core.endpoints import refusal_for
 from igw_core.errors import BadRequest
 from igw_core.events import BodyFailure
-from igw_io.channel import ClientDisconnected, RequestBodyError
+from igw_io.channel import ClientChannel, ClientDisconnected, RequestBodyError
 from igw_io.driver import Draining
 from igw_io.header_lines import header_lines
 from igw_io.heads import HeadStamper
@@ -52,8 +52,8 @@ _NO_BODY_STATUSES: Final = frozenset({204, 304})
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
-class HTTP1Connection(asyncio.Protocol):
-    """One client connection; also the ``ClientChannel`` of the request it is serving."""
+class HTTP1Connection(ClientChannel, asyncio.Protocol):
+    """One client connection; also the :class:`ClientChannel` of the request it is serving."""
 
     def __init__(self, server: Server) -> None:
         self.server = server

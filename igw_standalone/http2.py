@@ -20,7 +20,7 @@ import h2.events
 import h2.exceptions
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from igw_io.channel import ClientDisconnected
+from igw_io.channel import ClientChannel, ClientDisconnected
 from igw_io.runtime import Runtime
 from igw_standalone.streams import PEER_GONE
 
@@ -173,7 +173,7 @@ class H2Connection:
             await channel.finish()
 
 
-class _H2Channel:
+class _H2Channel(ClientChannel):
     """One HTTP/2 stream as the driver's ``ClientChannel``."""
 
     def __init__(self, connection: H2Connection, stream_id: int) -> None:
