@@ -27,7 +27,7 @@ from igw_core.mcp.catalog import EMPTY
 from igw_core.report import ExchangeRecord
 from igw_core.responses import error_body
 from igw_io.channel import ClientChannel, ClientDisconnected
-from igw_io.logs import current_request_id
+from igw_io.logs import RequestId, enter_request, request_context
 from igw_io.loops import running_loop
 from igw_io.performing import Run
 from igw_io.scopes import run_on_trio
@@ -95,27 +95,32 @@ async def serve(services: Services, report: Callable[[ExchangeRecord], None],
     exchange = Exchange(services.gateway, tools=tools, keys=keys,
                         draining=services.draining.on)
     run = Run(exchange, channel, services.upstream, services.clock, mcp, oidc)
-    token = None
+    task = _serving_task(channel)
+    named: RequestId | None = None
     crashed = False
     cancelled: asyncio.CancelledError | None = None
     try:
         run.feed(head)
-        # Every line logged while the request is served carries its id.
-        token = current_request_id.set(exchange.request_id)
-        if exchange.finished:  # answered from the head alone: no IO to watch
-            for effect in run.effects:
-                await run.perform_simple(effect)
+        if task is None:  # trio: no task to own the id, a context for this request
+            with request_context(exchange.request_id):
+                await _drive_on_trio(run, channel)
         else:
-            await _drive(run, channel)
-            run.conclude()
+            # Every line logged while the request is served carries its id.
+            named = enter_request(task, exchange.request_id)
+            if exchange.finished:  # answered from the head alone: no IO to watch
+                for effect in run.effects:
+                    await run.perform_simple(effect)
+            else:
+                await _drive(run, channel, task)
+                run.conclude()
     except asyncio.CancelledError as error:  # not the client leaving: go on once closed
         cancelled = error
     except Exception:
         log.exception("unhandled error serving request")
         crashed = True
     finally:
-        if token is not None:
-            current_request_id.reset(token)
+        if named is not None:
+            named.value = ""
     if run.responses:  # an exception left them open: close them before going on
         await run.close()
     if cancelled is not None:
@@ -132,20 +137,33 @@ async def serve(services: Services, report: Callable[[ExchangeRecord], None],
     report(record)
 
 
-async def _drive(run: Run, channel: ClientChannel) -> None:
-    """Perform the run's effects, cancelled if the client leaves first.
-
-    Raises:
-        asyncio.CancelledError: cancelled for another reason than the client leaving.
-    """
+def _serving_task(channel: ClientChannel) -> asyncio.Task[None] | None:
+    """Return the task serving ``channel``'s request, or ``None`` on trio."""
     task = channel.serving_task()  # only asyncio channels know theirs
     if task is None:
         loop = running_loop()
         if loop is not None:  # asyncio.current_task is a Python frame on 3.11: asked last
             task = asyncio.current_task(loop)
-    if task is None:  # trio
+    return task
+
+
+async def _drive_on_trio(run: Run, channel: ClientChannel) -> None:
+    """Perform the run's effects on trio: :func:`_drive`'s work, in a cancel scope."""
+    if run.exchange.finished:  # answered from the head alone: no IO to watch
+        for effect in run.effects:
+            await run.perform_simple(effect)
+    else:
         await run_on_trio(run, channel)
-        return
+        run.conclude()
+
+
+async def _drive(run: Run, channel: ClientChannel, task: asyncio.Task[None]) -> None:
+    """Perform the run's effects on asyncio, in ``task``, cancelled if the client leaves
+    first.
+
+    Raises:
+        asyncio.CancelledError: cancelled for another reason than the client leaving.
+    """
     # On asyncio the serving task is cancelled directly (no cancel scope): by the
     # channel when it learns of the disconnect itself, else by a watcher task that
     # reads for it (ASGI), started before the first provider call.

@@ -24,6 +24,7 @@ from igw_io.logs import (
     RequestIdFilter,
     access_fields,
     configure_logging,
+    enter_request,
     request_context,
     secrets_of,
 )
@@ -92,6 +93,65 @@ def test_concurrent_requests_keep_their_own_ids(
     out = lines(stream)
     assert len(out) == 9
     assert all(line["request_id"] == line["expected"] for line in out)
+
+
+def test_a_task_serving_requests_in_turn_logs_each_ones_id_and_none_between(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = captured
+
+    async def connection() -> None:
+        task = asyncio.current_task()
+        for request_id in ("first", "second"):
+            named = enter_request(task, request_id)
+            logger.info("in", extra={"expected": request_id})
+            # A task the request starts logs with the request's id.
+            await asyncio.create_task(_log(logger, request_id))
+            named.value = ""
+            logger.info("between", extra={"expected": None})
+
+    asyncio.run(connection())
+    out = lines(stream)
+    assert len(out) == 6
+    assert all(line.get("request_id") == line["expected"] for line in out)
+
+
+async def _log(logger: logging.Logger, expected: str | None) -> None:
+    logger.info("from a task", extra={"expected": expected})
+
+
+def test_a_task_started_by_a_serving_task_keeps_its_own_ids_apart(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """An HTTP/2 connection started from an HTTP/1.1 one inherits the latter's context:
+    its streams' ids and the starting task's must not overwrite each other."""
+    logger, stream = captured
+    inner_named = asyncio.Event()
+    outer_moved_on = asyncio.Event()
+
+    async def inner() -> None:
+        named = enter_request(asyncio.current_task(), "stream-1")
+        inner_named.set()
+        await outer_moved_on.wait()
+        logger.info("inner", extra={"expected": "stream-1"})
+        named.value = ""
+
+    async def outer() -> None:
+        task = asyncio.current_task()
+        named = enter_request(task, "h1-request")
+        child = asyncio.create_task(inner())
+        await inner_named.wait()
+        logger.info("outer", extra={"expected": "h1-request"})
+        named.value = ""
+        enter_request(task, "h1-next")
+        outer_moved_on.set()
+        await child
+        logger.info("outer again", extra={"expected": "h1-next"})
+
+    asyncio.run(outer())
+    out = lines(stream)
+    assert [line["msg"] for line in out] == ["outer", "inner", "outer again"]
+    assert all(line.get("request_id") == line["expected"] for line in out)
 
 
 def test_json_lines_have_level_ts_msg_and_mask_secrets_even_when_escaped(
