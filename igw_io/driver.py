@@ -27,7 +27,7 @@ from igw_core.mcp.catalog import EMPTY
 from igw_core.report import ExchangeRecord
 from igw_core.responses import error_body
 from igw_io.channel import ClientChannel, ClientDisconnected
-from igw_io.logs import RequestId, enter_request, request_context
+from igw_io.logs import RequestId, enter_request
 from igw_io.loops import running_loop
 from igw_io.performing import Run
 from igw_io.scopes import run_on_trio
@@ -101,18 +101,17 @@ async def serve(services: Services, report: Callable[[ExchangeRecord], None],
     cancelled: asyncio.CancelledError | None = None
     try:
         run.feed(head)
-        if task is None:  # trio: no task to own the id, a context for this request
-            with request_context(exchange.request_id):
-                await _drive_on_trio(run, channel)
+        # Every line logged while the request is served carries its id.
+        named = enter_request(task, exchange.request_id)
+        if exchange.finished:  # answered from the head alone: no IO to watch
+            for effect in run.effects:
+                await run.perform_simple(effect)
+        elif task is None:  # trio
+            await run_on_trio(run, channel)
+            run.conclude()
         else:
-            # Every line logged while the request is served carries its id.
-            named = enter_request(task, exchange.request_id)
-            if exchange.finished:  # answered from the head alone: no IO to watch
-                for effect in run.effects:
-                    await run.perform_simple(effect)
-            else:
-                await _drive(run, channel, task)
-                run.conclude()
+            await _drive(run, channel, task)
+            run.conclude()
     except asyncio.CancelledError as error:  # not the client leaving: go on once closed
         cancelled = error
     except Exception:
@@ -145,16 +144,6 @@ def _serving_task(channel: ClientChannel) -> asyncio.Task[None] | None:
         if loop is not None:  # asyncio.current_task is a Python frame on 3.11: asked last
             task = asyncio.current_task(loop)
     return task
-
-
-async def _drive_on_trio(run: Run, channel: ClientChannel) -> None:
-    """Perform the run's effects on trio: :func:`_drive`'s work, in a cancel scope."""
-    if run.exchange.finished:  # answered from the head alone: no IO to watch
-        for effect in run.effects:
-            await run.perform_simple(effect)
-    else:
-        await run_on_trio(run, channel)
-        run.conclude()
 
 
 async def _drive(run: Run, channel: ClientChannel, task: asyncio.Task[None]) -> None:

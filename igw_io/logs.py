@@ -58,10 +58,11 @@ def enter_request(task: object, request_id: str) -> RequestId:
 
     A holder the task inherited (from the task that started it: an HTTP/2 connection
     started by an HTTP/1.1 one, say) belongs to another task and is never changed: the
-    task sets its own, once.
+    task sets its own, once. With no task to own it (``None``: trio), each request sets
+    a holder of its own.
     """
     holder = _request_id.get()
-    if holder is None or holder.owner is not task:
+    if task is None or holder is None or holder.owner is not task:
         holder = RequestId(task, request_id)
         _request_id.set(holder)
     else:
