@@ -60,6 +60,7 @@ COMPILED = [
     "igw_io/logs.py",
     "igw_io/loops.py",
     "igw_io/performing.py",
+    "igw_io/queues.py",
     "igw_io/response_parsers.py",
     "igw_io/upstream.py",
     "igw_standalone/http1.py",

@@ -104,7 +104,7 @@ async def serve(services: Services, report: Callable[[ExchangeRecord], None],
         # Every line logged while the request is served carries its id.
         named = enter_request(task, exchange.request_id)
         if exchange.finished:  # answered from the head alone: no IO to watch
-            for effect in run.effects:
+            for effect in run.effects.rest():
                 await run.perform_simple(effect)
         elif task is None:  # trio
             await run_on_trio(run, channel)

@@ -24,7 +24,12 @@ from mypy_extensions import mypyc_attr
 from igw_core.events import FailureReason
 from igw_io.header_lines import header_lines
 from igw_io.loops import resolve
-from igw_io.response_parsers import ResponseParseError, make_parser, resolve_parser
+from igw_io.response_parsers import (
+    ResponseParseError,
+    ResponseSink,
+    make_parser,
+    resolve_parser,
+)
 
 __all__ = ["ClientResponse", "H1Client", "UpstreamFailure", "UpstreamResponse",
            "default_ssl_context"]
@@ -134,7 +139,7 @@ class _Origin:
         self.tail = b" HTTP/1.1\r\nhost: " + shown.encode("ascii") + b"\r\n"
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(ResponseSink, asyncio.Protocol):
     """One HTTP/1.1 connection to a provider, and the state of its current exchange.
 
     The task that sent the request waits on ``_waiter``; the protocol callbacks (data,

@@ -1,9 +1,14 @@
-"""The header lines of an HTTP/1.1 head, formatted for the wire."""
+"""Header names as igw keeps them, and the header lines of an HTTP/1.1 head."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Final
+
+#: The table of ``bytes.translate`` to ASCII lower case, which header names are kept in:
+#: compiled, ``name.translate(LOWER)`` is a direct call (and hands back ``name`` itself
+#: when it is lower case already), where ``name.lower()`` is a method found by name.
+LOWER: Final = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 
 #: Up to this many headers, the lines are formatted onto one block: compiled, a bytes
 #: %-format of bytes copies each part once, where a join goes through the buffer protocol

@@ -50,6 +50,7 @@ from igw_core.exchange import Exchange
 from igw_core.flows.base import MAX_BUFFERED
 from igw_core.report import ExchangeRecord
 from igw_io.channel import ClientChannel, ClientDisconnected, RequestBodyError
+from igw_io.queues import Queue
 from igw_io.scopes import open_within, run_parallel, watch_disconnect
 from igw_io.upstream import Upstream, UpstreamFailure, UpstreamResponse
 
@@ -75,10 +76,7 @@ class Run:
         self.channel = channel
         self.upstream = upstream
         self.clock = clock
-        # A list and the index of the next effect, not a deque (compiled, a deque's
-        # methods are lookups) nor pop(0) (a slice assignment and a realloc each).
-        self.effects: list[Effect] = []
-        self.taken = 0
+        self.effects: Queue[Effect] = Queue()
         #: Provider responses opened and not yet closed, by call id.
         self.responses: dict[int, UpstreamResponse] = {}
         self.record: ExchangeRecord | None = None
@@ -114,28 +112,7 @@ class Run:
             watcher.cancel()
 
     def feed(self, event: Event) -> None:
-        self.effects.extend(self.exchange.receive(event))
-
-    def take(self) -> Effect | None:
-        """Return the next pending effect, or ``None`` (and empty the queue) if none is."""
-        effects = self.effects
-        taken = self.taken
-        if taken < len(effects):
-            self.taken = taken + 1
-            return effects[taken]
-        self.compact()
-        return None
-
-    def compact(self) -> None:
-        """Empty the queue if every effect in it was taken."""
-        if self.taken and self.taken == len(self.effects):
-            self.effects.clear()
-            self.taken = 0
-
-    def peek(self) -> Effect | None:
-        """Return the next pending effect without taking it, or ``None``."""
-        taken = self.taken
-        return self.effects[taken] if taken < len(self.effects) else None
+        self.effects.items.extend(self.exchange.receive(event))
 
     async def run(self) -> None:
         """Perform effects until the exchange has reported.
@@ -147,9 +124,10 @@ class Run:
             ClientDisconnected: the client left.
         """
         exchange = self.exchange
+        effects = self.effects
         perform = _PERFORM
         while True:
-            effect = self.take()
+            effect = effects.take()
             if effect is None:
                 if exchange.finished:
                     return
@@ -164,9 +142,9 @@ class Run:
                 parallel = False
             if parallel:
                 batch = [effect]
-                while (head := self.peek()) is not None and in_parallel(head):
+                while (head := effects.peek()) is not None and in_parallel(head):
                     batch.append(head)
-                    self.taken += 1
+                    effects.skip()
                 await run_parallel(self.call_parallel, batch)
             else:
                 waiting = perform[kind](self, effect)
@@ -298,10 +276,10 @@ class Run:
             while (chunk := await response.next_chunk()) is not None:
                 self.feed(ProviderData(call, chunk))
                 # Bytes made from a body being read (an agent loop's stream) go out now.
-                while isinstance(head := self.peek(), SendData):
-                    self.taken += 1
+                while isinstance(head := self.effects.peek(), SendData):
+                    self.effects.skip()
                     await self.channel.send_data(head.data)
-                self.compact()  # a long stream does not grow the queue
+                self.effects.compact()  # a long stream does not grow the queue
         except UpstreamFailure as failure:
             failed = failure
         if await self._release(call, response, failed):
@@ -331,9 +309,8 @@ class Run:
         left before the exchange finished is reported as gone."""
         if self.gone and not self.exchange.finished:  # no Report was made yet
             self.effects.clear()
-            self.taken = 0
             self.feed(ClientGone(self.clock(), self.first_data_at))
-        for effect in self.effects[self.taken:]:
+        for effect in self.effects.rest():
             if isinstance(effect, Report):
                 self.record = effect.record
 

@@ -18,9 +18,12 @@ accepts a bare LF as line end, control characters in values and a repeated ident
 
 from __future__ import annotations
 
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, cast
 
 import h11
+from mypy_extensions import mypyc_attr
+
+from igw_io.header_lines import LOWER
 
 try:
     import httptools
@@ -55,17 +58,27 @@ class ResponseParseError(Exception):
     """The server sent something that is not a valid HTTP/1.1 response (or sent it too late)."""
 
 
-class ResponseSink(Protocol):
-    """What a parser reports to, in this order per response: one head, body pieces, one end."""
+@mypyc_attr(allow_interpreted_subclasses=True)
+class ResponseSink:
+    """What a parser reports to, in this order per response: one head, body pieces, one end.
+
+    A base class, not a Protocol, for the reason :class:`ResponseParser` gives: the
+    provider connection's calls are indexed.
+    """
+
+    __slots__ = ()
 
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """The final (non-1xx) status and the headers, names lower-cased, in wire order."""
+        raise NotImplementedError
 
     def on_body(self, data: bytes) -> None:
         """A non-empty piece of the decoded body (chunked framing removed)."""
+        raise NotImplementedError
 
     def on_end(self, keep_alive: bool) -> None:
         """The response is complete; ``keep_alive`` says whether the connection may be reused."""
+        raise NotImplementedError
 
 
 class ResponseParser:
@@ -218,7 +231,7 @@ class HttptoolsParser(ResponseParser):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:  # else a trailer field of a chunked body: nothing reads them
-            name = name.lower()
+            name = name.translate(LOWER)
             # Compiled, indexing and len() of bytes are read in place; rstrip() and a set
             # lookup (which hashes the new name) are calls.
             if value and (value[-1] == 0x20 or value[-1] == 0x09):  # a space or a tab

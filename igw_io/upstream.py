@@ -20,6 +20,7 @@ from igw_core.config import Settings
 from igw_core.demo import demo_response
 from igw_core.effects import CallProvider
 from igw_io.h1client import H1Client, UpstreamFailure, UpstreamResponse, read_limited
+from igw_io.header_lines import LOWER
 from igw_io.loops import running_loop
 from igw_io.response_parsers import resolve_parser
 
@@ -35,7 +36,7 @@ def lower_names(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
     httpcore keeps the case the server wrote (Go's net/http writes ``Content-Type``);
     every response from an outside server goes through this once, where it enters igw_io.
     """
-    return [(name.lower(), value) for name, value in headers]
+    return [(name.translate(LOWER), value) for name, value in headers]
 
 
 class _DemoResponse(UpstreamResponse):

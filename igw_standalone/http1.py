@@ -17,7 +17,6 @@ import asyncio
 import http
 import logging
 import socket
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
@@ -29,6 +28,7 @@ from igw_io.driver import Draining
 from igw_io.header_lines import header_lines
 from igw_io.heads import HeadStamper
 from igw_io.loops import resolve
+from igw_io.queues import Queue
 from igw_standalone.parsers import END, Failure, Head, ParserEvent, RequestParser
 from igw_standalone.streams import TransportStream
 
@@ -71,7 +71,7 @@ class HTTP1Connection(ClientChannel, asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser: RequestParser = server.parser_factory()
-        self.events: deque[ParserEvent] = deque()
+        self.events: Queue[ParserEvent] = Queue()
         # Bytes received since the queue was last empty (heads included), less the body
         # bytes taken from it since: what reading pauses on.
         self.queued = 0
@@ -142,7 +142,7 @@ class HTTP1Connection(ClientChannel, asyncio.Protocol):
             return
         events = self.events
         before = len(events)
-        self.parser.feed(data, events)
+        self.parser.feed(data, events.items)
         self.queued += len(data)
         if self.queued > _HIGH_WATER and not self.reading_paused:
             self.reading_paused = True
@@ -161,7 +161,7 @@ class HTTP1Connection(ClientChannel, asyncio.Protocol):
         if self.h2 is not None:
             self.h2.feed_eof()
             return True
-        if self.lingering >= 0 or (not self.serving and not self.events):
+        if self.lingering >= 0 or (not self.serving and len(self.events) == 0):
             self._close()
             return True
         # Half-closed while a request is served: as the other servers do, the client
@@ -230,7 +230,7 @@ class HTTP1Connection(ClientChannel, asyncio.Protocol):
 
     def _next_request(self) -> None:
         """Start serving the event at the head of the queue (a head, or a parse failure)."""
-        event = self.events.popleft()
+        event = self.events.take()
         if isinstance(event, Failure):
             self._refuse(event)
             return
@@ -297,9 +297,10 @@ class HTTP1Connection(ClientChannel, asyncio.Protocol):
         if self.reading_paused and self.queued < _LOW_WATER:
             self.reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
-        if self.events:
+        if len(self.events):
             self._next_request()
             return
+        self.events.compact()
         self.queued = 0
         if self.eof:
             self._close()
@@ -309,8 +310,7 @@ class HTTP1Connection(ClientChannel, asyncio.Protocol):
     def _skip_body(self) -> None:
         """Drop the unread rest of a body already received (``body_done`` once it ended)."""
         events = self.events
-        while events:
-            event = events.popleft()
+        while (event := events.take()) is not None:
             if event is END:
                 self.body_done = True
                 return
@@ -456,31 +456,33 @@ class HTTP1Connection(ClientChannel, asyncio.Protocol):
         while True:
             if self.body_done:
                 return b"", False
-            if events:
-                event = events[0]
+            event = events.peek()
+            if event is not None:
                 if isinstance(event, bytes):
                     # Everything of the body that is already here, in one piece, and
                     # whether its end is here too (a small body: one call in all).
-                    events.popleft()
+                    events.skip()
                     pieces = [event]
-                    while events and isinstance(events[0], bytes):
-                        pieces.append(events.popleft())  # type: ignore[arg-type]
+                    while isinstance(more := events.peek(), bytes):
+                        events.skip()
+                        pieces.append(more)
                     data = event if len(pieces) == 1 else b"".join(pieces)
                     self.queued -= len(data)
                     if self.reading_paused and self.queued < _LOW_WATER:
                         self.reading_paused = False
                         self.transport.resume_reading()  # type: ignore[union-attr]
-                    if events and events[0] is END:
-                        events.popleft()
+                    if more is END:
+                        events.skip()
                         self.body_done = True
                         return data, False
+                    events.compact()  # a long upload does not grow the queue
                     return data, True
                 if event is END:
-                    events.popleft()
+                    events.skip()
                     self.body_done = True
                     return b"", False
                 if isinstance(event, Failure):
-                    events.popleft()
+                    events.skip()
                     self.closing = True
                     raise RequestBodyError(BodyFailure.MALFORMED, event.detail)
             if self.lost or self.eof:

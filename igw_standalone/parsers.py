@@ -10,13 +10,14 @@ same events for the same bytes; the server chooses one at startup
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import h11
 from mypy_extensions import mypyc_attr
 
+from igw_io.header_lines import LOWER
 from igw_io.response_parsers import h11_bytes
 
 #: Largest request head (request line and headers) accepted; larger is 431.
@@ -96,7 +97,7 @@ class RequestParser:
 
     __slots__ = ()
 
-    def feed(self, data: bytes, out: MutableSequence[ParserEvent]) -> None:
+    def feed(self, data: bytes, out: list[ParserEvent]) -> None:
         """Parse ``data`` and append the events it completes to ``out``."""
         raise NotImplementedError
 
@@ -155,14 +156,14 @@ class HttptoolsParser(RequestParser):
 
     def __init__(self) -> None:
         self._parser = _llhttp(self)
-        self._out: MutableSequence[ParserEvent] = []
+        self._out: list[ParserEvent] = []
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = -1  # -1: not inside a head
         self._done = False
         self._keep_alive = True
 
-    def feed(self, data: bytes, out: MutableSequence[ParserEvent]) -> None:
+    def feed(self, data: bytes, out: list[ParserEvent]) -> None:
         """Parse ``data``, appending events to ``out``."""
         if self._done:
             return
@@ -177,7 +178,7 @@ class HttptoolsParser(RequestParser):
             if self._head_size > MAX_HEAD:
                 self._fail(431, "request head too large")
 
-    def _refused(self, error: Exception, data: bytes, out: MutableSequence[ParserEvent]
+    def _refused(self, error: Exception, data: bytes, out: list[ParserEvent]
                  ) -> bool:
         """Handle what llhttp raised for ``data``; return whether parsing stops.
 
@@ -215,7 +216,7 @@ class HttptoolsParser(RequestParser):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        self._headers.append((name.translate(LOWER), value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -263,7 +264,7 @@ class H11Parser(RequestParser):
         self._done = False
         self._keep_alive = True
 
-    def feed(self, data: bytes, out: MutableSequence[ParserEvent]) -> None:
+    def feed(self, data: bytes, out: list[ParserEvent]) -> None:
         """Parse ``data``, appending events to ``out``."""
         if self._done or not data:
             return

@@ -13,6 +13,7 @@ from igw_io.response_parsers import (
     MAX_HEAD,
     PARSERS,
     ResponseParseError,
+    ResponseSink,
     make_parser,
     resolve_parser,
 )
@@ -20,7 +21,7 @@ from igw_io.response_parsers import (
 PROPERTY = settings(max_examples=300, deadline=None)
 
 
-class Recorder:
+class Recorder(ResponseSink):
     """A sink that writes down what a parser reported, the body joined per response."""
 
     def __init__(self) -> None:
