@@ -28,6 +28,9 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 
+#: ``HOP_BY_HOP`` with each ``drop`` set :func:`relayed` was given (module constants all).
+_SKIPPED: Final[dict[frozenset[bytes], frozenset[bytes]]] = {}
+
 #: Client credentials that are never forwarded to a provider.
 CLIENT_CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"api-key", b"cookie"})
 
@@ -66,16 +69,20 @@ def relayed(
     out: list[tuple[bytes, bytes]] = []
     listed: set[bytes] | None = None
     content_type = length = None
-    for key, value in headers:
-        if key in HOP_BY_HOP:
+    # One set lookup a header instead of two (a provider sends twenty or so).
+    skipped = _SKIPPED.get(drop)
+    if skipped is None:
+        skipped = _SKIPPED[drop] = HOP_BY_HOP | drop
+    # Compiled, a list's items are read in place; another sequence's through an iterator.
+    items: list[tuple[bytes, bytes]] = headers if isinstance(headers, list) else list(headers)
+    for key, value in items:
+        if key in skipped:
             if key == b"connection":
                 tokens = {t.strip().lower() for t in value.split(b",")} - HOP_BY_HOP
                 if tokens:
                     listed = tokens if listed is None else listed | tokens
             elif key == b"content-length" and length is None:
                 length = value
-            continue
-        if key in drop:
             continue
         if key == b"content-type" and content_type is None:
             content_type = value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from mypy_extensions import mypyc_attr
@@ -54,16 +54,34 @@ class ClientChannel:
         """
         raise NotImplementedError
 
-    async def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """Send the response head (chunked framing unless ``content-length`` is given)."""
+    # The three senders return what to await, or None when the bytes went out without
+    # waiting (the common case: an await of a compiled coroutine costs more than the
+    # write). A Python subclass may define them as coroutines; see :func:`sent`.
+
+    def send_head(self, status: int, headers: list[tuple[bytes, bytes]]
+                  ) -> Awaitable[None] | None:
+        """Send the response head (chunked framing unless ``content-length`` is given);
+        return what to await before the next send, if anything.
+
+        Raises:
+            ClientDisconnected: the client went away (here or when awaited).
+        """
         raise NotImplementedError
 
-    async def send_data(self, data: bytes) -> None:
-        """Send body bytes, waiting while the client is slow (backpressure)."""
+    def send_data(self, data: bytes) -> Awaitable[None] | None:
+        """Send body bytes; return what to await while the client is slow (backpressure).
+
+        Raises:
+            ClientDisconnected: the client went away (here or when awaited).
+        """
         raise NotImplementedError
 
-    async def send_end(self) -> None:
-        """Complete the response."""
+    def send_end(self) -> Awaitable[None] | None:
+        """Complete the response; return what to await until it is, if anything.
+
+        Raises:
+            ClientDisconnected: the client went away (here or when awaited).
+        """
         raise NotImplementedError
 
     async def abort(self) -> None:
@@ -86,3 +104,13 @@ class ClientChannel:
     async def wait_disconnect(self) -> None:
         """Return when the client has disconnected (may never return)."""
         raise NotImplementedError
+
+
+async def sent(waiting: Awaitable[None] | None) -> None:
+    """Await what a channel's sender returned, if anything.
+
+    Raises:
+        ClientDisconnected: the client went away.
+    """
+    if waiting is not None:
+        await waiting

@@ -26,7 +26,7 @@ from igw_core.gateway import Gateway
 from igw_core.mcp.catalog import EMPTY
 from igw_core.report import ExchangeRecord
 from igw_core.responses import error_body
-from igw_io.channel import ClientChannel, ClientDisconnected
+from igw_io.channel import ClientChannel, ClientDisconnected, sent
 from igw_io.logs import RequestId, enter_request
 from igw_io.loops import running_loop
 from igw_io.performing import Run
@@ -179,9 +179,9 @@ async def _answer_crash(channel: ClientChannel, exchange: Exchange) -> None:
             await channel.abort()
         else:
             body = error_body("internal gateway error", "server_error", "internal_error")
-            await channel.send_head(500, [(b"content-type", b"application/json"),
-                                          (b"content-length", str(len(body)).encode())])
-            await channel.send_data(body)
-            await channel.send_end()
+            await sent(channel.send_head(500, [(b"content-type", b"application/json"),
+                                               (b"content-length", str(len(body)).encode())]))
+            await sent(channel.send_data(body))
+            await sent(channel.send_end())
     except ClientDisconnected:
         pass

@@ -14,7 +14,6 @@ import asyncio
 import enum
 import os
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
@@ -158,7 +157,8 @@ class _Connection(ResponseSink, asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
-        self._body: deque[bytes] = deque()
+        # Pieces parsed and not yet taken; the reader takes all of them at once.
+        self._body: list[bytes] = []
         self._buffered = 0
         self._reading_paused = False
         self._writing_paused = False
@@ -405,8 +405,10 @@ class _Connection(ResponseSink, asyncio.Protocol):
         self._wake()
 
 
-def _take_all(pieces: deque[bytes]) -> bytes:
-    joined = b"".join(pieces)
+def _take_all(pieces: list[bytes]) -> bytes:
+    """Return the pieces joined (one write to the client instead of one per piece), and
+    empty the list."""
+    joined = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     pieces.clear()
     return joined
 
@@ -498,9 +500,8 @@ class ClientResponse(UpstreamResponse):
         body = conn._body
         while True:
             if body:
-                # Pieces parsed from one read (a chunked body's chunks) go on as one:
-                # one write to the client instead of one per chunk.
-                chunk = body.popleft() if len(body) == 1 else _take_all(body)
+                # Pieces parsed from one read (a chunked body's chunks) go on as one.
+                chunk = _take_all(body)
                 conn.consumed(len(chunk))
                 return chunk
             phase = conn.phase

@@ -155,15 +155,15 @@ class Run:
     # channel performs by itself hand back the channel's own coroutine (one coroutine per
     # effect, not two); the report needs none.
 
-    def send_data(self, effect: SendData) -> Awaitable[None]:
+    def send_data(self, effect: SendData) -> Awaitable[None] | None:
         return self.channel.send_data(effect.data)
 
-    def send_head(self, effect: SendHead) -> Awaitable[None]:
+    def send_head(self, effect: SendHead) -> Awaitable[None] | None:
         headers = effect.headers
         return self.channel.send_head(effect.status,
                                       headers if type(headers) is list else list(headers))
 
-    def send_end(self, effect: SendEnd) -> Awaitable[None]:
+    def send_end(self, effect: SendEnd) -> Awaitable[None] | None:
         return self.channel.send_end()
 
     def abort(self, effect: Abort) -> Awaitable[None]:
@@ -259,7 +259,8 @@ class Run:
             while (chunk := await response.next_chunk()) is not None:
                 if tap is not None:
                     tap.feed(chunk)
-                await channel.send_data(chunk)
+                if (waiting := channel.send_data(chunk)) is not None:
+                    await waiting
                 if self.first_data_at is None:
                     self.first_data_at = self.clock()
         except UpstreamFailure as failure:
@@ -278,7 +279,8 @@ class Run:
                 # Bytes made from a body being read (an agent loop's stream) go out now.
                 while isinstance(head := self.effects.peek(), SendData):
                     self.effects.skip()
-                    await self.channel.send_data(head.data)
+                    if (waiting := self.channel.send_data(head.data)) is not None:
+                        await waiting
                 self.effects.compact()  # a long stream does not grow the queue
         except UpstreamFailure as failure:
             failed = failure

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from igw_core.config import load_settings
-from igw_standalone.http1 import HTTP1Connection
+from igw_standalone.http1 import HTTP1Connection, _hex
 from igw_standalone.server import Server
 
 pytest.importorskip("httptools")
@@ -211,3 +211,8 @@ def test_a_post_split_after_its_p_is_still_http1() -> None:
     written, connection = asyncio.run(_first_bytes([post[:1], post[1:2], post[2:]]))
     assert connection.h2_connection is None
     assert written.startswith(b"HTTP/1.1 200 OK")
+
+
+@given(size=st.one_of(st.integers(0, 4096), st.integers(0, 2**40)))
+def test_a_chunk_size_line_is_the_size_in_hex(size: int) -> None:
+    assert _hex(size) == b"%x" % size
