@@ -275,9 +275,9 @@ class Exchange:
         effects = endpoint.on_head(self) if endpoint.on_head is not None else []
         if endpoint.on_body is None:
             return effects
-        length = self._length
-        if length is not None and length.isdigit():
-            self._check_size(int(length))
+        length = None if self._length is None else hdrs.decimal(self._length)
+        if length is not None:
+            self._check_size(length)
         self.state = State.READING_BODY
         return [ReadRequestBody()]
 

@@ -43,6 +43,24 @@ def get(headers: Headers, name: bytes) -> bytes | None:
     return None
 
 
+def decimal(value: bytes) -> int | None:
+    """Return the number a header value of ASCII digits spells (``Content-Length``), or
+    ``None`` when it is empty or holds anything else.
+
+    ``int(value)`` after ``value.isdigit()``, without their calls: compiled, a method
+    found by name and the interpreter's number parser (about 1,100 instructions).
+    """
+    if not value:
+        return None
+    number = 0
+    for index in range(len(value)):
+        digit = value[index] - 0x30
+        if digit < 0 or digit > 9:
+            return None
+        number = number * 10 + digit
+    return number
+
+
 def backoff_headers(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
     """Return the headers of a provider's error that clients need to back off with.
 

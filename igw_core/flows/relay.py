@@ -167,7 +167,7 @@ class RelayFlow(Flow):
         # A stream's first event may carry its prompt count (Anthropic's message_start).
         keep = 64 * 1024 if self.exchange.gateway.development else (
             _STREAM_HEAD_KEPT if self.streamed else 0)
-        expected = int(length) if length is not None and length.isdigit() else None
+        expected = None if length is None else hdrs.decimal(length)
         self._tap = ResponseTap(keep_head=keep, expected=expected, keep_tail=self.metered)
         return [SendHead(event.status, out), RelayBody(self.call, self._tap)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from igw_core.headers import HOP_BY_HOP, relayed
+from igw_core.headers import HOP_BY_HOP, decimal, relayed
 
 _NAMES = st.sampled_from([
     b"content-type", b"content-length", b"connection", b"keep-alive", b"x-custom",
@@ -31,3 +31,9 @@ def test_relayed_keeps_exactly_the_end_to_end_headers_in_order(
     assert content_type == next((v for k, v in headers
                                  if k == b"content-type" and k not in drop), None)
     assert length == next((v for k, v in headers if k == b"content-length"), None)
+
+
+@given(st.one_of(st.binary(max_size=24), st.integers(0, 10**30).map(lambda n: b"%d" % n),
+                 st.text("0123456789 +-_.x", max_size=8).map(str.encode)))
+def test_a_decimal_value_is_what_int_reads_from_ascii_digits(value: bytes) -> None:
+    assert decimal(value) == (int(value) if value.isdigit() else None)
