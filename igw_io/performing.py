@@ -152,8 +152,9 @@ class Run:
                     await waiting
 
     # A performer returns what to await, or None when it is done already. The effects a
-    # channel performs by itself hand back the channel's own coroutine (one coroutine per
-    # effect, not two); the report needs none.
+    # channel performs by itself hand back what the channel's sender returned (None for
+    # bytes that went out without waiting; no coroutine of the performer's own); the
+    # report needs none.
 
     def send_data(self, effect: SendData) -> Awaitable[None] | None:
         return self.channel.send_data(effect.data)
