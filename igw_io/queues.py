@@ -27,10 +27,6 @@ class Queue(Generic[T]):
     def __len__(self) -> int:
         return len(self.items) - self.taken
 
-    def append(self, item: T) -> None:
-        """Add ``item`` at the end."""
-        self.items.append(item)
-
     def take(self) -> T | None:
         """Return the next item and remove it; ``None`` (and empty the list) if none is left."""
         items = self.items

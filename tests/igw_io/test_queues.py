@@ -21,7 +21,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(item=st.integers())
     def append(self, item: int) -> None:
-        self.queue.append(item)
+        self.queue.items.append(item)
         self.model.append(item)
 
     @rule(items=st.lists(st.integers(), max_size=5))
@@ -67,8 +67,8 @@ TestQueue = QueueMachine.TestCase
 
 def test_a_take_that_finds_nothing_empties_the_list() -> None:
     queue: Queue[str] = Queue()
-    queue.append("a")
-    queue.append("b")
+    queue.items.append("a")
+    queue.items.append("b")
     assert queue.take() == "a" and queue.take() == "b"
     assert queue.items == ["a", "b"]  # taken, still held until the queue is found empty
     assert queue.take() is None
